@@ -1,0 +1,131 @@
+//! Linear maps and embeddings over dense or quantized weights: one type each,
+//! whatever the weight source (architecture.md: a weight format is a source,
+//! not a second model).
+
+use std::sync::Arc;
+
+use candle_core::quantized::{QMatMul, QTensor};
+use candle_core::{Module, Tensor};
+use candle_nn::Init;
+
+use crate::error::Result;
+use crate::weights::{Stored, Weights};
+
+/// Default initialisation of fresh trainable matrices (GPT-2 / Llama use N(0, 0.02)).
+pub const INIT_STD: f64 = 0.02;
+
+pub(crate) fn normal_init() -> Init {
+    Init::Randn {
+        mean: 0.0,
+        stdev: INIT_STD,
+    }
+}
+
+/// The weight of a [`Linear`]: dense `(out, in)` or quantized blocks.
+#[derive(Clone, Debug)]
+pub enum LinearWeight {
+    Dense(Tensor),
+    Quantized(QMatMul),
+}
+
+/// `y = x W^T + b`, `W: (out, in)`.
+#[derive(Clone, Debug)]
+pub struct Linear {
+    weight: LinearWeight,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    pub fn from_parts(weight: LinearWeight, bias: Option<Tensor>) -> Self {
+        Self { weight, bias }
+    }
+
+    /// Loads `{name}.weight` of shape `(out, in)` and, if asked, `{name}.bias`.
+    pub fn load(w: &Weights, name: &str, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self> {
+        let w = w.pp(name);
+        let weight = match w.matrix("weight", &[out_dim, in_dim], normal_init())? {
+            Stored::Dense(t) => LinearWeight::Dense(t),
+            Stored::Quantized(q) => LinearWeight::Quantized(QMatMul::from_arc(q)?),
+        };
+        let bias = if bias {
+            Some(w.tensor("bias", &[out_dim], Init::Const(0.0))?)
+        } else {
+            None
+        };
+        Ok(Self { weight, bias })
+    }
+
+    /// `xs: (..., in)` -> `(..., out)`.
+    pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let ys = match &self.weight {
+            LinearWeight::Dense(w) => {
+                let dims = xs.dims();
+                let in_dim = dims[dims.len() - 1];
+                let rows = xs.elem_count() / in_dim.max(1);
+                let flat = xs.reshape((rows, in_dim))?;
+                let out = flat.matmul(&w.t()?)?;
+                let mut shape = dims.to_vec();
+                let last = shape.len() - 1;
+                shape[last] = w.dim(0)?;
+                out.reshape(shape)?
+            }
+            LinearWeight::Quantized(q) => q.forward(&xs.contiguous()?)?,
+        };
+        match &self.bias {
+            Some(b) => Ok(ys.broadcast_add(b)?),
+            None => Ok(ys),
+        }
+    }
+
+    pub fn weight(&self) -> &LinearWeight {
+        &self.weight
+    }
+
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+}
+
+/// Token (or position) embeddings: dense rows, or quantized rows dequantized on lookup.
+#[derive(Clone, Debug)]
+pub enum Embedding {
+    Dense(Tensor),
+    Quantized(Arc<QTensor>),
+}
+
+impl Embedding {
+    pub fn load(w: &Weights, name: &str, rows: usize, dim: usize) -> Result<Self> {
+        match w.matrix(name, &[rows, dim], normal_init())? {
+            Stored::Dense(t) => Ok(Self::Dense(t)),
+            Stored::Quantized(q) => Ok(Self::Quantized(q)),
+        }
+    }
+
+    /// `ids: (batch, seq)` u32 -> `(batch, seq, dim)`.
+    pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        let flat = ids.flatten_all()?;
+        let rows = match self {
+            Self::Dense(table) => table.index_select(&flat, 0)?,
+            Self::Quantized(q) => q.embedding(&flat)?,
+        };
+        let dim = rows.dim(1)?;
+        Ok(rows.reshape((b, t, dim))?)
+    }
+
+    /// The same table used as an output projection (tied LM head).
+    pub fn as_linear(&self) -> Result<Linear> {
+        let weight = match self {
+            Self::Dense(t) => LinearWeight::Dense(t.clone()),
+            Self::Quantized(q) => LinearWeight::Quantized(QMatMul::from_arc(q.clone())?),
+        };
+        Ok(Linear::from_parts(weight, None))
+    }
+
+    pub fn rows(&self) -> Result<usize> {
+        Ok(match self {
+            Self::Dense(t) => t.dim(0)?,
+            Self::Quantized(q) => q.shape().dims()[0],
+        })
+    }
+}

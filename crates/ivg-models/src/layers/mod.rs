@@ -1,0 +1,14 @@
+//! The one shared layer set: every architecture is assembled from these.
+
+mod attention;
+mod linear;
+mod mlp;
+mod norm;
+mod rope;
+
+pub use attention::{Attention, AttentionInputs, AttentionShape};
+pub use linear::{Embedding, Linear, LinearWeight, INIT_STD};
+pub(crate) use linear::normal_init;
+pub use mlp::{activate, Mlp};
+pub use norm::Norm;
+pub use rope::Rope;

@@ -1,0 +1,156 @@
+//! Opens a model from a Hugging Face directory (`config.json` + safetensors,
+//! single file or sharded with `model.safetensors.index.json`) or a `.gguf`
+//! file, and summarises it for `ivg inspect`.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use candle_core::Device;
+
+use crate::arch::bert::BertModel;
+use crate::config::{config_path, ModelConfig};
+use crate::error::{ModelError, Result};
+use crate::gguf::GgufFile;
+use crate::heads::ClassifierHead;
+use crate::model::CausalLm;
+use crate::weights::{QuantPolicy, Weights};
+
+/// How to materialise weights.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub device: Device,
+    pub quant: QuantPolicy,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            device: Device::Cpu,
+            quant: QuantPolicy::Keep,
+        }
+    }
+}
+
+/// Where a model's files are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelSource {
+    /// A directory with `config.json` and safetensors weights.
+    HfDir { dir: PathBuf, weights: Vec<PathBuf> },
+    Gguf(PathBuf),
+}
+
+impl ModelSource {
+    /// Classifies `path`, listing the safetensors shards of a directory.
+    pub fn resolve(path: &Path) -> Result<Self> {
+        if path.is_file() && path.extension().is_some_and(|e| e == "gguf") {
+            return Ok(Self::Gguf(path.to_path_buf()));
+        }
+        if !path.is_dir() {
+            if !path.exists() {
+                return Err(ModelError::Io {
+                    path: path.to_path_buf(),
+                    source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory"),
+                });
+            }
+            return Err(ModelError::NotAModel { path: path.to_path_buf() });
+        }
+        Ok(Self::HfDir {
+            dir: path.to_path_buf(),
+            weights: safetensors_files(path)?,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        match self {
+            Self::HfDir { dir, .. } => dir,
+            Self::Gguf(p) => p,
+        }
+    }
+}
+
+/// `model.safetensors`, or the shards named by `model.safetensors.index.json`.
+fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let single = dir.join("model.safetensors");
+    if single.is_file() {
+        return Ok(vec![single]);
+    }
+    let index = dir.join("model.safetensors.index.json");
+    if !index.is_file() {
+        return Err(ModelError::Io {
+            path: single,
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no model.safetensors and no model.safetensors.index.json",
+            ),
+        });
+    }
+    let text = std::fs::read_to_string(&index).map_err(|source| ModelError::Io {
+        path: index.clone(),
+        source,
+    })?;
+    let json: serde_json::Value = serde_json::from_str(&text).map_err(|source| ModelError::Json {
+        path: index.clone(),
+        source,
+    })?;
+    let map = json
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| crate::config::field_err(&index, "weight_map", "missing or not an object"))?;
+    let files: BTreeSet<&str> = map.values().filter_map(|v| v.as_str()).collect();
+    Ok(files.into_iter().map(|f| dir.join(f)).collect())
+}
+
+/// Reads the configuration and opens the weights of any supported model.
+pub fn open(path: &Path, opts: &LoadOptions) -> Result<(ModelConfig, Weights)> {
+    match ModelSource::resolve(path)? {
+        ModelSource::HfDir { dir, weights } => {
+            let config = ModelConfig::from_file(&config_path(&dir))?;
+            Ok((config, Weights::from_safetensors(&weights, &opts.device)?))
+        }
+        ModelSource::Gguf(file) => {
+            let gguf = GgufFile::open(&file)?;
+            let config = gguf.decoder_config()?;
+            let weights = gguf.weights(&config, &opts.device, opts.quant)?;
+            Ok((ModelConfig::Decoder(config), weights))
+        }
+    }
+}
+
+/// Loads a causal LM (GPT-2, Llama family, Gemma 3) from a directory or GGUF.
+pub fn load_causal_lm(path: &Path, opts: &LoadOptions) -> Result<CausalLm> {
+    let (config, weights) = open(path, opts)?;
+    CausalLm::load(&weights, &config, display_name(path))
+}
+
+/// A BERT encoder and, when the checkpoint has one, its classification head.
+pub struct BertWithHead {
+    pub encoder: BertModel,
+    pub classifier: Option<ClassifierHead>,
+}
+
+/// Loads `BertModel` or `BertForSequenceClassification` (`bert.`-prefixed).
+pub fn load_bert(path: &Path, opts: &LoadOptions) -> Result<BertWithHead> {
+    let (config, weights) = open(path, opts)?;
+    let ModelConfig::Bert(c) = config else {
+        return Err(ModelError::Unsupported(format!(
+            "{}: expected a BERT checkpoint, found `{}`",
+            path.display(),
+            config.architecture()
+        )));
+    };
+    let prefix = if weights.contains("bert.embeddings.word_embeddings.weight") { "bert" } else { "" };
+    let root = if prefix.is_empty() { weights.clone() } else { weights.pp(prefix) };
+    let encoder = BertModel::load(&root, &c)?;
+    let classifier = if weights.contains("classifier.weight") {
+        Some(ClassifierHead::load(&weights, prefix, c.hidden_size, c.num_labels)?)
+    } else {
+        None
+    };
+    Ok(BertWithHead { encoder, classifier })
+}
+
+fn display_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
+}

@@ -1,0 +1,212 @@
+//! Per-sequence decoding state kept outside the model, so beams share weights
+//! and the decoder can fork, reorder and truncate rows (architecture.md, practice 5).
+//!
+//! Keys and values are stored per layer as `(rows, kv_heads, len, head_dim)`.
+//! Every operation builds new tensors (`cat`, `index_select`, `narrow`) and candle
+//! tensors are never written in place here, so a fork never aliases its parent:
+//! appending to one row set cannot change another. (candle's preallocated
+//! `KvCache` writes into a shared buffer and would alias on clone.)
+//!
+//! Rows of a batch may start with left padding (`pads[row]` slots); padded slots
+//! are masked out and do not count toward positions.
+
+use candle_core::{Device, Tensor};
+
+use crate::error::{ModelError, Result};
+
+/// Cached keys and values of one layer, `(rows, kv_heads, len, head_dim)` each.
+#[derive(Clone, Debug)]
+pub struct LayerKv {
+    pub k: Tensor,
+    pub v: Tensor,
+}
+
+#[derive(Clone, Debug)]
+pub struct DecodeState {
+    layers: Vec<Option<LayerKv>>,
+    pads: Vec<usize>,
+    len: usize,
+}
+
+impl DecodeState {
+    /// An empty state for a model of `num_layers` cached layers.
+    pub fn new(num_layers: usize) -> Self {
+        Self {
+            layers: vec![None; num_layers],
+            pads: Vec::new(),
+            len: 0,
+        }
+    }
+
+    /// Rows (sequences) held; 0 before the first forward.
+    pub fn rows(&self) -> usize {
+        self.pads.len()
+    }
+
+    /// Slots per row, padding included.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Left-padding slots of each row.
+    pub fn pads(&self) -> &[usize] {
+        &self.pads
+    }
+
+    /// Tokens held by `row`, padding excluded (the next token's position).
+    pub fn row_len(&self, row: usize) -> usize {
+        self.len - self.pads.get(row).copied().unwrap_or(0)
+    }
+
+    /// Declares the rows of the first forward and their left padding.
+    pub fn begin(&mut self, pads: Vec<usize>) -> Result<()> {
+        if !self.is_empty() {
+            return Err(ModelError::State(format!(
+                "begin on a state that already holds {} slots; truncate(0) first",
+                self.len
+            )));
+        }
+        self.pads = pads;
+        Ok(())
+    }
+
+    /// Positions of the next `new` slots: `(rows, new)` u32, 0 on padding.
+    pub fn positions(&self, rows: usize, new: usize, device: &Device) -> Result<Tensor> {
+        self.check_rows(rows)?;
+        let mut pos = Vec::with_capacity(rows * new);
+        for r in 0..rows {
+            let pad = self.pad(r);
+            pos.extend((0..new).map(|i| (self.len + i).saturating_sub(pad) as u32));
+        }
+        Ok(Tensor::from_vec(pos, (rows, new), device)?)
+    }
+
+    fn pad(&self, row: usize) -> usize {
+        self.pads.get(row).copied().unwrap_or(0)
+    }
+
+    fn check_rows(&self, rows: usize) -> Result<()> {
+        if !self.pads.is_empty() && rows != self.pads.len() {
+            return Err(ModelError::State(format!(
+                "input has {rows} rows but the state holds {}",
+                self.pads.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Additive attention mask for `new` queries: `(rows, 1, new, len + new)`,
+    /// 0 where allowed and -inf elsewhere; `None` when nothing needs masking.
+    ///
+    /// Query slot `q` sees key slot `j` iff `pad <= j <= q` and, with a window,
+    /// `q - j < window`. A padded query also sees itself, so its softmax is never
+    /// over an empty set (NaN there would leak into later layers through `0 * NaN`).
+    pub fn mask(&self, rows: usize, new: usize, window: Option<usize>, device: &Device) -> Result<Option<Tensor>> {
+        self.check_rows(rows)?;
+        let total = self.len + new;
+        let padded = (0..rows).any(|r| self.pad(r) > 0);
+        let windowed = window.is_some_and(|w| w < total);
+        if new == 1 && !padded && !windowed {
+            return Ok(None);
+        }
+        let mut data = vec![0f32; rows * new * total];
+        for r in 0..rows {
+            let pad = self.pad(r);
+            for i in 0..new {
+                let q = self.len + i;
+                let row = &mut data[(r * new + i) * total..(r * new + i + 1) * total];
+                for (j, m) in row.iter_mut().enumerate() {
+                    let in_window = window.is_none_or(|w| q < j + w);
+                    let allowed = (j >= pad && j <= q && in_window) || j == q;
+                    if !allowed {
+                        *m = f32::NEG_INFINITY;
+                    }
+                }
+            }
+        }
+        Ok(Some(Tensor::from_vec(data, (rows, 1, new, total), device)?))
+    }
+
+    /// Appends `k, v: (rows, kv_heads, new, head_dim)` to `layer`, returning the
+    /// full cached keys and values. Call [`DecodeState::advance`] after the last layer.
+    pub fn append(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
+        let slot = self
+            .layers
+            .get_mut(layer)
+            .ok_or_else(|| ModelError::State(format!("layer {layer} out of range")))?;
+        let next = match slot.take() {
+            None => LayerKv {
+                k: k.contiguous()?,
+                v: v.contiguous()?,
+            },
+            Some(prev) => LayerKv {
+                k: Tensor::cat(&[&prev.k, k], 2)?,
+                v: Tensor::cat(&[&prev.v, v], 2)?,
+            },
+        };
+        let out = (next.k.clone(), next.v.clone());
+        *slot = Some(next);
+        Ok(out)
+    }
+
+    /// Records that `new` slots were appended to every layer by one forward.
+    pub fn advance(&mut self, rows: usize, new: usize) {
+        if self.pads.is_empty() {
+            self.pads = vec![0; rows];
+        }
+        self.len += new;
+    }
+
+    /// Each row repeated `n` times: row `r` becomes rows `r*n .. r*n + n`.
+    pub fn fork(&self, n: usize) -> Result<Self> {
+        let order: Vec<usize> = (0..self.rows()).flat_map(|r| std::iter::repeat_n(r, n)).collect();
+        let mut out = self.clone();
+        out.reorder(&order)?;
+        Ok(out)
+    }
+
+    /// Keeps the rows `order` (in that order; repeats allowed), copying the cache.
+    pub fn reorder(&mut self, order: &[usize]) -> Result<()> {
+        if let Some(&bad) = order.iter().find(|&&r| r >= self.rows()) {
+            return Err(ModelError::State(format!("row {bad} out of range ({} rows)", self.rows())));
+        }
+        if let Some(first) = self.layers.iter().flatten().next() {
+            let idx = Tensor::from_vec(order.iter().map(|&r| r as u32).collect::<Vec<_>>(), order.len(), first.k.device())?;
+            for kv in self.layers.iter_mut().flatten() {
+                kv.k = kv.k.index_select(&idx, 0)?;
+                kv.v = kv.v.index_select(&idx, 0)?;
+            }
+        }
+        self.pads = order.iter().map(|&r| self.pads[r]).collect();
+        Ok(())
+    }
+
+    /// Drops every slot after the first `len` (of all rows).
+    pub fn truncate(&mut self, len: usize) -> Result<()> {
+        if len > self.len {
+            return Err(ModelError::State(format!("cannot truncate {} slots to {len}", self.len)));
+        }
+        if len == 0 {
+            *self = Self::new(self.layers.len());
+            return Ok(());
+        }
+        if let Some(&pad) = self.pads.iter().find(|&&p| p > len) {
+            return Err(ModelError::State(format!("truncating to {len} slots would cut into {pad} padding slots")));
+        }
+        for kv in self.layers.iter_mut().flatten() {
+            kv.k = kv.k.narrow(2, 0, len)?;
+            kv.v = kv.v.narrow(2, 0, len)?;
+        }
+        self.len = len;
+        Ok(())
+    }
+
+    /// The cached keys and values of `layer`, if any.
+    pub fn layer(&self, layer: usize) -> Option<&LayerKv> {
+        self.layers.get(layer).and_then(Option::as_ref)
+    }
+}
