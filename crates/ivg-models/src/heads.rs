@@ -26,7 +26,7 @@ impl LmHead {
     /// `tied` (or when the checkpoint omits `lm_head`).
     pub fn load(w: &Weights, embed: &Embedding, hidden: usize, vocab: usize, tied: bool) -> Result<Self> {
         let proj = if tied || !w.contains("lm_head.weight") {
-            embed.as_linear()?
+            embed.as_linear(w.is_trainable())?
         } else {
             Linear::load(w, "lm_head", hidden, vocab, false)?
         };

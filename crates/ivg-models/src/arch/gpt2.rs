@@ -39,15 +39,16 @@ fn conv1d(w: &Weights, name: &str, in_dim: usize, out_dim: usize, parts: usize) 
     let part = out_dim / parts;
     (0..parts)
         .map(|p| {
-            // A transposed view keeps a trainable weight tied to its variable;
-            // a loaded one is made contiguous for fast matmuls.
-            let mut wp = weight.narrow(1, p * part, part)?.t()?;
-            let mut bp = bias.narrow(0, p * part, part)?;
-            if !trainable {
-                wp = wp.contiguous()?;
-                bp = bp.contiguous()?;
-            }
-            Ok(Linear::from_parts(LinearWeight::Dense(wp), Some(bp)))
+            // Conv1D already stores `(in, out)`: a loaded weight is used as is
+            // (contiguous); a trainable one as an `(out, in)` view tied to its variable.
+            let wp = weight.narrow(1, p * part, part)?;
+            let bp = bias.narrow(0, p * part, part)?;
+            let lw = if trainable {
+                LinearWeight::Dense(wp.t()?)
+            } else {
+                LinearWeight::DenseT(wp.contiguous()?)
+            };
+            Ok(Linear::from_parts(lw, Some(bp.contiguous()?)))
         })
         .collect()
 }

@@ -21,11 +21,28 @@ pub(crate) fn normal_init() -> Init {
     }
 }
 
-/// The weight of a [`Linear`]: dense `(out, in)` or quantized blocks.
+/// The weight of a [`Linear`].
 #[derive(Clone, Debug)]
 pub enum LinearWeight {
+    /// `(out, in)`, used as stored: a trainable weight stays tied to its variable.
     Dense(Tensor),
+    /// `(in, out)`, contiguous: transposed once at load. gemm over a contiguous
+    /// right-hand side is row-invariant (a row's result does not depend on how
+    /// many rows share the batch, measured on candle 0.11); over a transposed
+    /// view it is not, which would make a batch of beams differ from single runs.
+    DenseT(Tensor),
     Quantized(QMatMul),
+}
+
+impl LinearWeight {
+    /// An `(out, in)` matrix in the form used for inference or for training.
+    pub fn dense(weight: Tensor, trainable: bool) -> Result<Self> {
+        if trainable {
+            Ok(Self::Dense(weight))
+        } else {
+            Ok(Self::DenseT(weight.t()?.contiguous()?))
+        }
+    }
 }
 
 /// `y = x W^T + b`, `W: (out, in)`.
@@ -44,7 +61,7 @@ impl Linear {
     pub fn load(w: &Weights, name: &str, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self> {
         let w = w.pp(name);
         let weight = match w.matrix("weight", &[out_dim, in_dim], normal_init())? {
-            Stored::Dense(t) => LinearWeight::Dense(t),
+            Stored::Dense(t) => LinearWeight::dense(t, w.is_trainable())?,
             Stored::Quantized(q) => LinearWeight::Quantized(QMatMul::from_arc(q)?),
         };
         let bias = if bias {
@@ -58,17 +75,8 @@ impl Linear {
     /// `xs: (..., in)` -> `(..., out)`.
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let ys = match &self.weight {
-            LinearWeight::Dense(w) => {
-                let dims = xs.dims();
-                let in_dim = dims[dims.len() - 1];
-                let rows = xs.elem_count() / in_dim.max(1);
-                let flat = xs.reshape((rows, in_dim))?;
-                let out = flat.matmul(&w.t()?)?;
-                let mut shape = dims.to_vec();
-                let last = shape.len() - 1;
-                shape[last] = w.dim(0)?;
-                out.reshape(shape)?
-            }
+            LinearWeight::Dense(w) => matmul_2d(xs, &w.t()?)?,
+            LinearWeight::DenseT(wt) => matmul_2d(xs, wt)?,
             LinearWeight::Quantized(q) => q.forward(&xs.contiguous()?)?,
         };
         match &self.bias {
@@ -84,6 +92,18 @@ impl Linear {
     pub fn bias(&self) -> Option<&Tensor> {
         self.bias.as_ref()
     }
+}
+
+/// `xs: (..., in)` times `rhs: (in, out)`, as one 2-D matmul.
+fn matmul_2d(xs: &Tensor, rhs: &Tensor) -> Result<Tensor> {
+    let dims = xs.dims();
+    let in_dim = dims[dims.len() - 1];
+    let rows = xs.elem_count() / in_dim.max(1);
+    let out = xs.reshape((rows, in_dim))?.matmul(rhs)?;
+    let mut shape = dims.to_vec();
+    let last = shape.len() - 1;
+    shape[last] = rhs.dim(1)?;
+    Ok(out.reshape(shape)?)
 }
 
 /// Token (or position) embeddings: dense rows, or quantized rows dequantized on lookup.
@@ -114,9 +134,9 @@ impl Embedding {
     }
 
     /// The same table used as an output projection (tied LM head).
-    pub fn as_linear(&self) -> Result<Linear> {
+    pub fn as_linear(&self, trainable: bool) -> Result<Linear> {
         let weight = match self {
-            Self::Dense(t) => LinearWeight::Dense(t.clone()),
+            Self::Dense(t) => LinearWeight::dense(t.clone(), trainable)?,
             Self::Quantized(q) => LinearWeight::Quantized(QMatMul::from_arc(q.clone())?),
         };
         Ok(Linear::from_parts(weight, None))
