@@ -1,0 +1,121 @@
+//! `ivg generate`: base sampling from one model (guided methods arrive with the
+//! guidance engine). One prompt streams; several run as one left-padded batch.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use ivg_decode::{generate, GenerateConfig, SamplingConfig};
+use ivg_tokenize::ChatMessage;
+
+use crate::load::{load_lm, LoadedLm};
+
+#[derive(clap::Args)]
+pub struct GenerateArgs {
+    /// A model directory (config.json + safetensors + tokenizer.json) or a .gguf file.
+    #[arg(long)]
+    model: PathBuf,
+    /// A prompt (repeat for a batch).
+    #[arg(long)]
+    prompt: Vec<String>,
+    /// A file with one prompt per line (empty lines skipped), run as one batch.
+    #[arg(long)]
+    prompts: Option<PathBuf>,
+    /// Wrap each prompt as a user message in the model's chat template.
+    #[arg(long)]
+    chat: bool,
+    /// System message for --chat.
+    #[arg(long)]
+    system: Option<String>,
+    #[arg(long, default_value_t = 64)]
+    max_new_tokens: usize,
+    /// Sampling temperature; 0 means greedy.
+    #[arg(long, default_value_t = 0.7)]
+    temperature: f64,
+    #[arg(long)]
+    top_k: Option<usize>,
+    #[arg(long)]
+    top_p: Option<f64>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Dequantize GGUF weights to f32 (slower; matches the reference implementation).
+    #[arg(long)]
+    f32: bool,
+}
+
+fn read_prompts(args: &GenerateArgs) -> Result<Vec<String>> {
+    let mut prompts = args.prompt.clone();
+    if let Some(file) = &args.prompts {
+        let text = std::fs::read_to_string(file).with_context(|| format!("reading prompts from {}", file.display()))?;
+        prompts.extend(text.lines().filter(|l| !l.trim().is_empty()).map(str::to_string));
+    }
+    if prompts.is_empty() {
+        bail!("no prompt: give --prompt TEXT or --prompts FILE");
+    }
+    Ok(prompts)
+}
+
+/// Token ids of `text`, through the chat template when asked.
+pub fn encode_prompt(lm: &LoadedLm, text: &str, chat: bool, system: Option<&str>) -> Result<Vec<u32>> {
+    if !chat {
+        return Ok(lm.tokenizer.encode(text, true)?);
+    }
+    let mut messages = Vec::new();
+    if let Some(s) = system {
+        messages.push(ChatMessage { role: "system".into(), content: s.into() });
+    }
+    messages.push(ChatMessage { role: "user".into(), content: text.into() });
+    let rendered = lm.tokenizer.apply_chat_template(&messages, true)?;
+    Ok(lm.tokenizer.encode(&rendered, false)?)
+}
+
+pub fn run(args: GenerateArgs) -> Result<()> {
+    let texts = read_prompts(&args)?;
+    let lm = load_lm(&args.model, args.f32)?;
+    let prompts = texts
+        .iter()
+        .map(|t| encode_prompt(&lm, t, args.chat, args.system.as_deref()))
+        .collect::<Result<Vec<_>>>()?;
+    let config = GenerateConfig {
+        max_new_tokens: args.max_new_tokens,
+        sampling: SamplingConfig { temperature: args.temperature, top_k: args.top_k, top_p: args.top_p },
+        seed: args.seed,
+        stop_ids: lm.stop_ids(),
+    };
+    if prompts.len() == 1 {
+        return stream_one(&lm, &prompts, &config);
+    }
+    let outputs = generate(&lm.model, &prompts, &config, &mut |_, _| {})?;
+    for (i, (text, out)) in texts.iter().zip(&outputs).enumerate() {
+        let completion = lm.tokenizer.decode(&out.tokens, true)?;
+        println!("### {i}: {text}\n{completion}\n");
+    }
+    Ok(())
+}
+
+fn stream_one(lm: &LoadedLm, prompts: &[Vec<u32>], config: &GenerateConfig) -> Result<()> {
+    let mut detok = lm.tokenizer.detokenizer(true);
+    let mut stdout = std::io::stdout();
+    let mut failure = None;
+    generate(&lm.model, prompts, config, &mut |_, token| match detok.push(token) {
+        Ok(Some(piece)) => {
+            let _ = write!(stdout, "{piece}");
+            let _ = stdout.flush();
+        }
+        Ok(None) => {}
+        Err(e) => failure = Some(e),
+    })?;
+    if let Some(e) = failure {
+        return Err(e.into());
+    }
+    if let Some(rest) = detok.flush()? {
+        print!("{rest}");
+    }
+    println!();
+    Ok(())
+}
+
+/// Used by the demo: the path's file name for display.
+pub fn model_name(path: &Path) -> String {
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+}
