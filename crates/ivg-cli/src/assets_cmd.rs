@@ -42,8 +42,18 @@ pub fn run(cmd: AssetsCommand) -> Result<()> {
         AssetsCommand::List => {
             println!("cache: {}", cache.root().display());
             for asset in Asset::ALL {
-                let status = if cache.is_ready(asset) { "ready" } else { "missing" };
-                println!("{:<14} {:<8} {}  ({})", asset.name(), status, cache.path(asset).display(), asset.description());
+                let status = if cache.is_ready(asset) {
+                    "ready"
+                } else {
+                    "missing"
+                };
+                println!(
+                    "{:<14} {:<8} {}  ({})",
+                    asset.name(),
+                    status,
+                    cache.path(asset).display(),
+                    asset.description()
+                );
             }
         }
     }

@@ -38,7 +38,11 @@ struct Row {
 fn measure(model: &CausalLm, batch: usize, prompt_len: usize, steps: usize) -> Result<Row> {
     let vocab = model.vocab_size() as u32;
     let prompts: Vec<Vec<u32>> = (0..batch)
-        .map(|r| (0..prompt_len).map(|i| ((r * 131 + i * 17 + 100) as u32) % vocab).collect())
+        .map(|r| {
+            (0..prompt_len)
+                .map(|i| ((r * 131 + i * 17 + 100) as u32) % vocab)
+                .collect()
+        })
         .collect();
     let mut state = model.new_state();
     let t0 = Instant::now();
@@ -60,7 +64,11 @@ fn measure(model: &CausalLm, batch: usize, prompt_len: usize, steps: usize) -> R
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
-    if args.batch.is_empty() || args.batch.contains(&0) || args.new_tokens == 0 || args.prompt_len == 0 {
+    if args.batch.is_empty()
+        || args.batch.contains(&0)
+        || args.new_tokens == 0
+        || args.prompt_len == 0
+    {
         bail!("--batch sizes, --prompt-len and --new-tokens must be positive");
     }
     let path = match args.model {
@@ -69,14 +77,26 @@ pub fn run(args: BenchArgs) -> Result<()> {
     };
     let lm = crate::load::load_lm(&path, args.f32)?;
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all".into());
-    println!("model {} ({}), threads {threads}, prompt {} tokens, {} decode steps",
-        path.display(), if args.f32 { "f32" } else { "quantized as stored, Q4_1->Q8_0" }, args.prompt_len, args.new_tokens);
+    println!(
+        "model {} ({}), threads {threads}, prompt {} tokens, {} decode steps",
+        path.display(),
+        if args.f32 {
+            "f32"
+        } else {
+            "quantized as stored, Q4_1->Q8_0"
+        },
+        args.prompt_len,
+        args.new_tokens
+    );
     // Warm-up: page in the weights and the allocator.
     measure(&lm.model, 1, args.prompt_len.min(8), 4)?;
     println!("| batch | prefill tok/s | decode tok/s | ms/step |\n|---:|---:|---:|---:|");
     for &b in &args.batch {
         let r = measure(&lm.model, b, args.prompt_len, args.new_tokens)?;
-        println!("| {} | {:.1} | {:.1} | {:.2} |", r.batch, r.prefill_tps, r.decode_tps, r.step_ms);
+        println!(
+            "| {} | {:.1} | {:.1} | {:.2} |",
+            r.batch, r.prefill_tps, r.decode_tps, r.step_ms
+        );
     }
     Ok(())
 }

@@ -27,10 +27,15 @@ pub struct DemoArgs {
 }
 
 pub fn run(args: DemoArgs) -> Result<()> {
-    let paths = crate::assets_cmd::ensure(&[Asset::SmolLm2Gguf, Asset::MovieReviews, Asset::ImdbFull])?;
+    let paths =
+        crate::assets_cmd::ensure(&[Asset::SmolLm2Gguf, Asset::MovieReviews, Asset::ImdbFull])?;
     let (model_path, reviews_csv, imdb_csv) = (&paths[0], &paths[1], &paths[2]);
     let splits = imdb::load_imdb(reviews_csv, imdb_csv)?;
-    eprintln!("IMDB: {} train-side and {} test-side reviews", splits.train.len(), splits.test.len());
+    eprintln!(
+        "IMDB: {} train-side and {} test-side reviews",
+        splits.train.len(),
+        splits.test.len()
+    );
     let lm = load_lm(model_path, false)?;
     let prefixes: Vec<String> = splits
         .test
@@ -44,19 +49,31 @@ pub fn run(args: DemoArgs) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     let config = GenerateConfig {
         max_new_tokens: args.max_new_tokens,
-        sampling: SamplingConfig { temperature: 0.7, top_k: None, top_p: None },
+        sampling: SamplingConfig {
+            temperature: 0.7,
+            top_k: None,
+            top_p: None,
+        },
         seed: args.seed,
         stop_ids: lm.stop_ids(),
     };
     let start = std::time::Instant::now();
     let outputs = generate(&lm.model, &prompts, &config, &mut |_, _| {})?;
     let tokens: usize = outputs.iter().map(|o| o.tokens.len()).sum();
-    println!("Base: {} (Q8_0), T = 0.7, {} new tokens at most\n", model_name(model_path), args.max_new_tokens);
+    println!(
+        "Base: {} (Q8_0), T = 0.7, {} new tokens at most\n",
+        model_name(model_path),
+        args.max_new_tokens
+    );
     for (prefix, out) in prefixes.iter().zip(&outputs) {
         let completion = lm.tokenizer.decode(&out.tokens, true)?;
         println!("[prompt] {prefix}\n[base]   {}\n", completion.trim());
     }
     let secs = start.elapsed().as_secs_f64();
-    eprintln!("{tokens} tokens in {secs:.1} s ({:.1} tokens/s, batch of {})", tokens as f64 / secs, prompts.len());
+    eprintln!(
+        "{tokens} tokens in {secs:.1} s ({:.1} tokens/s, batch of {})",
+        tokens as f64 / secs,
+        prompts.len()
+    );
     Ok(())
 }

@@ -46,8 +46,13 @@ pub struct GenerateArgs {
 fn read_prompts(args: &GenerateArgs) -> Result<Vec<String>> {
     let mut prompts = args.prompt.clone();
     if let Some(file) = &args.prompts {
-        let text = std::fs::read_to_string(file).with_context(|| format!("reading prompts from {}", file.display()))?;
-        prompts.extend(text.lines().filter(|l| !l.trim().is_empty()).map(str::to_string));
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("reading prompts from {}", file.display()))?;
+        prompts.extend(
+            text.lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(str::to_string),
+        );
     }
     if prompts.is_empty() {
         bail!("no prompt: give --prompt TEXT or --prompts FILE");
@@ -56,15 +61,26 @@ fn read_prompts(args: &GenerateArgs) -> Result<Vec<String>> {
 }
 
 /// Token ids of `text`, through the chat template when asked.
-pub fn encode_prompt(lm: &LoadedLm, text: &str, chat: bool, system: Option<&str>) -> Result<Vec<u32>> {
+pub fn encode_prompt(
+    lm: &LoadedLm,
+    text: &str,
+    chat: bool,
+    system: Option<&str>,
+) -> Result<Vec<u32>> {
     if !chat {
         return Ok(lm.tokenizer.encode(text, true)?);
     }
     let mut messages = Vec::new();
     if let Some(s) = system {
-        messages.push(ChatMessage { role: "system".into(), content: s.into() });
+        messages.push(ChatMessage {
+            role: "system".into(),
+            content: s.into(),
+        });
     }
-    messages.push(ChatMessage { role: "user".into(), content: text.into() });
+    messages.push(ChatMessage {
+        role: "user".into(),
+        content: text.into(),
+    });
     let rendered = lm.tokenizer.apply_chat_template(&messages, true)?;
     Ok(lm.tokenizer.encode(&rendered, false)?)
 }
@@ -78,7 +94,11 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     let config = GenerateConfig {
         max_new_tokens: args.max_new_tokens,
-        sampling: SamplingConfig { temperature: args.temperature, top_k: args.top_k, top_p: args.top_p },
+        sampling: SamplingConfig {
+            temperature: args.temperature,
+            top_k: args.top_k,
+            top_p: args.top_p,
+        },
         seed: args.seed,
         stop_ids: lm.stop_ids(),
     };
@@ -97,14 +117,19 @@ fn stream_one(lm: &LoadedLm, prompts: &[Vec<u32>], config: &GenerateConfig) -> R
     let mut detok = lm.tokenizer.detokenizer(true);
     let mut stdout = std::io::stdout();
     let mut failure = None;
-    generate(&lm.model, prompts, config, &mut |_, token| match detok.push(token) {
-        Ok(Some(piece)) => {
-            let _ = write!(stdout, "{piece}");
-            let _ = stdout.flush();
-        }
-        Ok(None) => {}
-        Err(e) => failure = Some(e),
-    })?;
+    generate(
+        &lm.model,
+        prompts,
+        config,
+        &mut |_, token| match detok.push(token) {
+            Ok(Some(piece)) => {
+                let _ = write!(stdout, "{piece}");
+                let _ = stdout.flush();
+            }
+            Ok(None) => {}
+            Err(e) => failure = Some(e),
+        },
+    )?;
     if let Some(e) = failure {
         return Err(e.into());
     }
@@ -117,5 +142,7 @@ fn stream_one(lm: &LoadedLm, prompts: &[Vec<u32>], config: &GenerateConfig) -> R
 
 /// Used by the demo: the path's file name for display.
 pub fn model_name(path: &Path) -> String {
-    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }

@@ -15,8 +15,16 @@ pub fn run(args: InspectArgs) -> Result<()> {
     println!("{info}");
     match crate::load::load_tokenizer(&args.path) {
         Ok(tok) => {
-            println!("tokenizer       {} tokens, eos {:?}, bos {:?}", tok.vocab_size(), tok.eos_ids(), tok.bos_id());
-            println!("chat template   {}", if tok.has_chat_template() { "yes" } else { "no" });
+            println!(
+                "tokenizer       {} tokens, eos {:?}, bos {:?}",
+                tok.vocab_size(),
+                tok.eos_ids(),
+                tok.bos_id()
+            );
+            println!(
+                "chat template   {}",
+                if tok.has_chat_template() { "yes" } else { "no" }
+            );
         }
         Err(e) => println!("tokenizer       none ({e:#})"),
     }

@@ -37,15 +37,21 @@ pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
         return Ok(Tokenizer::from_gguf(&gguf.content, path)?);
     }
     let file = path.join("tokenizer.json");
-    Tokenizer::from_file(&file).with_context(|| format!("loading the tokenizer of {}", path.display()))
+    Tokenizer::from_file(&file)
+        .with_context(|| format!("loading the tokenizer of {}", path.display()))
 }
 
 pub fn load_lm(path: &Path, f32_weights: bool) -> Result<LoadedLm> {
     let opts = LoadOptions {
-        quant: if f32_weights { QuantPolicy::Dequantize } else { QuantPolicy::Keep },
+        quant: if f32_weights {
+            QuantPolicy::Dequantize
+        } else {
+            QuantPolicy::Keep
+        },
         ..LoadOptions::default()
     };
-    let model = load_causal_lm(path, &opts).with_context(|| format!("loading model {}", path.display()))?;
+    let model =
+        load_causal_lm(path, &opts).with_context(|| format!("loading model {}", path.display()))?;
     let tokenizer = load_tokenizer(path)?;
     let (tv, mv) = (tokenizer.vocab_size(), model.vocab_size());
     if tv > mv {

@@ -18,7 +18,10 @@ pub enum DecodeError {
     #[error(transparent)]
     Tensor(#[from] candle_core::Error),
     #[error("invalid generation setting `{field}`: {problem}")]
-    Config { field: &'static str, problem: String },
+    Config {
+        field: &'static str,
+        problem: String,
+    },
 }
 
 /// Typed generation settings.

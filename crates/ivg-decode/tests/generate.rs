@@ -8,14 +8,24 @@ use ivg_decode::{generate, FinishReason, GenerateConfig, SamplingConfig};
 use ivg_models::{load_causal_lm, CausalLm, LoadOptions};
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../ivg-models/tests/fixtures/tiny").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../ivg-models/tests/fixtures/tiny")
+        .join(name)
 }
 
 fn load(name: &str) -> (CausalLm, Vec<Vec<u32>>, Vec<Vec<u32>>) {
     let dir = fixture(name);
     let model = load_causal_lm(&dir, &LoadOptions::default()).expect("load");
-    let t = candle_core::safetensors::load(dir.join("expected.safetensors"), &Device::Cpu).expect("expected");
-    let ids = |k: String| -> Vec<u32> { t[&k].to_vec1::<i64>().expect("ids").into_iter().map(|x| x as u32).collect() };
+    let t = candle_core::safetensors::load(dir.join("expected.safetensors"), &Device::Cpu)
+        .expect("expected");
+    let ids = |k: String| -> Vec<u32> {
+        t[&k]
+            .to_vec1::<i64>()
+            .expect("ids")
+            .into_iter()
+            .map(|x| x as u32)
+            .collect()
+    };
     let prompts = (0..3).map(|i| ids(format!("input_ids_{i}"))).collect();
     let greedy = (0..3).map(|i| ids(format!("greedy_{i}"))).collect();
     (model, prompts, greedy)
@@ -34,7 +44,8 @@ fn greedy_config(n: usize, stop_ids: Vec<u32>) -> GenerateConfig {
 fn batched_greedy_matches_reference_for_every_architecture() {
     for name in ["gpt2", "llama", "qwen2", "gemma3"] {
         let (model, prompts, greedy) = load(name);
-        let out = generate(&model, &prompts, &greedy_config(8, vec![]), &mut |_, _| {}).expect("generate");
+        let out = generate(&model, &prompts, &greedy_config(8, vec![]), &mut |_, _| {})
+            .expect("generate");
         for (i, g) in out.iter().enumerate() {
             assert_eq!(g.tokens, greedy[i], "{name} prompt {i}");
             assert_eq!(g.finish, FinishReason::Length);
@@ -48,7 +59,13 @@ fn a_stopped_row_leaves_the_batch_and_others_continue() {
     // Stop on the third token of prompt 1's continuation (if it occurs earlier
     // in another row, that row stops there too: compute the expectation).
     let stop = greedy[1][2];
-    let out = generate(&model, &prompts, &greedy_config(8, vec![stop]), &mut |_, _| {}).expect("generate");
+    let out = generate(
+        &model,
+        &prompts,
+        &greedy_config(8, vec![stop]),
+        &mut |_, _| {},
+    )
+    .expect("generate");
     for (i, g) in out.iter().enumerate() {
         match greedy[i].iter().position(|&t| t == stop) {
             Some(p) => {
@@ -89,6 +106,7 @@ fn sampled_rows_do_not_depend_on_batch_mates() {
 #[test]
 fn zero_new_tokens_is_refused() {
     let (model, prompts, _) = load("llama");
-    let err = generate(&model, &prompts, &greedy_config(0, vec![]), &mut |_, _| {}).err().expect("error");
+    let err =
+        generate(&model, &prompts, &greedy_config(0, vec![]), &mut |_, _| {}).expect_err("error");
     assert!(err.to_string().contains("max_new_tokens"), "{err}");
 }

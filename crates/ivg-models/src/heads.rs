@@ -24,13 +24,22 @@ pub struct LmHead {
 impl LmHead {
     /// Untied `lm_head.weight` `(vocab, hidden)`, or the input embeddings when
     /// `tied` (or when the checkpoint omits `lm_head`).
-    pub fn load(w: &Weights, embed: &Embedding, hidden: usize, vocab: usize, tied: bool) -> Result<Self> {
+    pub fn load(
+        w: &Weights,
+        embed: &Embedding,
+        hidden: usize,
+        vocab: usize,
+        tied: bool,
+    ) -> Result<Self> {
         let proj = if tied || !w.contains("lm_head.weight") {
             embed.as_linear(w.is_trainable())?
         } else {
             Linear::load(w, "lm_head", hidden, vocab, false)?
         };
-        Ok(Self { proj, softcap: None })
+        Ok(Self {
+            proj,
+            softcap: None,
+        })
     }
 
     pub fn with_softcap(mut self, softcap: Option<f64>) -> Self {

@@ -31,8 +31,17 @@ impl std::fmt::Display for ModelInfo {
         writeln!(f, "context length  {}", self.context_length)?;
         writeln!(f, "layers          {}", self.num_layers)?;
         writeln!(f, "hidden size     {}", self.hidden_size)?;
-        writeln!(f, "parameters      {} ({:.1}M)", self.parameters, self.parameters as f64 / 1e6)?;
-        let types: Vec<String> = self.dtypes.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        writeln!(
+            f,
+            "parameters      {} ({:.1}M)",
+            self.parameters,
+            self.parameters as f64 / 1e6
+        )?;
+        let types: Vec<String> = self
+            .dtypes
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect();
         write!(f, "storage types   {}", types.join(", "))
     }
 }
@@ -52,9 +61,11 @@ pub fn inspect(path: &Path) -> Result<ModelInfo> {
         ModelSource::HfDir { dir, weights } => {
             let config = ModelConfig::from_file(&config_path(&dir))?;
             // SAFETY: read-only mapping of files we only read headers from.
-            let st = unsafe { MmapedSafetensors::multi(&weights) }.map_err(|e| ModelError::Safetensors {
-                path: dir.clone(),
-                reason: e.to_string(),
+            let st = unsafe { MmapedSafetensors::multi(&weights) }.map_err(|e| {
+                ModelError::Safetensors {
+                    path: dir.clone(),
+                    reason: e.to_string(),
+                }
             })?;
             for (_, view) in st.tensors() {
                 let n: usize = view.shape().iter().product();
@@ -65,7 +76,8 @@ pub fn inspect(path: &Path) -> Result<ModelInfo> {
         ModelSource::Gguf(file) => {
             let gguf = GgufFile::open(&file)?;
             for info in gguf.content.tensor_infos.values() {
-                *dtypes.entry(format!("{:?}", info.ggml_dtype)).or_insert(0) += info.shape.elem_count() as u64;
+                *dtypes.entry(format!("{:?}", info.ggml_dtype)).or_insert(0) +=
+                    info.shape.elem_count() as u64;
             }
             (ModelConfig::Decoder(gguf.decoder_config()?), "gguf")
         }

@@ -35,7 +35,10 @@ impl Default for LoadOptions {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ModelSource {
     /// A directory with `config.json` and safetensors weights.
-    HfDir { dir: PathBuf, weights: Vec<PathBuf> },
+    HfDir {
+        dir: PathBuf,
+        weights: Vec<PathBuf>,
+    },
     Gguf(PathBuf),
 }
 
@@ -49,10 +52,15 @@ impl ModelSource {
             if !path.exists() {
                 return Err(ModelError::Io {
                     path: path.to_path_buf(),
-                    source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory"),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        "no such file or directory",
+                    ),
                 });
             }
-            return Err(ModelError::NotAModel { path: path.to_path_buf() });
+            return Err(ModelError::NotAModel {
+                path: path.to_path_buf(),
+            });
         }
         Ok(Self::HfDir {
             dir: path.to_path_buf(),
@@ -88,14 +96,17 @@ fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
         path: index.clone(),
         source,
     })?;
-    let json: serde_json::Value = serde_json::from_str(&text).map_err(|source| ModelError::Json {
-        path: index.clone(),
-        source,
-    })?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|source| ModelError::Json {
+            path: index.clone(),
+            source,
+        })?;
     let map = json
         .get("weight_map")
         .and_then(|m| m.as_object())
-        .ok_or_else(|| crate::config::field_err(&index, "weight_map", "missing or not an object"))?;
+        .ok_or_else(|| {
+            crate::config::field_err(&index, "weight_map", "missing or not an object")
+        })?;
     let files: BTreeSet<&str> = map.values().filter_map(|v| v.as_str()).collect();
     Ok(files.into_iter().map(|f| dir.join(f)).collect())
 }
@@ -138,15 +149,31 @@ pub fn load_bert(path: &Path, opts: &LoadOptions) -> Result<BertWithHead> {
             config.architecture()
         )));
     };
-    let prefix = if weights.contains("bert.embeddings.word_embeddings.weight") { "bert" } else { "" };
-    let root = if prefix.is_empty() { weights.clone() } else { weights.pp(prefix) };
+    let prefix = if weights.contains("bert.embeddings.word_embeddings.weight") {
+        "bert"
+    } else {
+        ""
+    };
+    let root = if prefix.is_empty() {
+        weights.clone()
+    } else {
+        weights.pp(prefix)
+    };
     let encoder = BertModel::load(&root, &c)?;
     let classifier = if weights.contains("classifier.weight") {
-        Some(ClassifierHead::load(&weights, prefix, c.hidden_size, c.num_labels)?)
+        Some(ClassifierHead::load(
+            &weights,
+            prefix,
+            c.hidden_size,
+            c.num_labels,
+        )?)
     } else {
         None
     };
-    Ok(BertWithHead { encoder, classifier })
+    Ok(BertWithHead {
+        encoder,
+        classifier,
+    })
 }
 
 fn display_name(path: &Path) -> String {

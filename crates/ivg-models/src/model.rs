@@ -45,8 +45,14 @@ impl CausalLm {
                 ))
             }
         };
-        let head = LmHead::load(w, backbone.embeddings(), backbone.hidden_size(), config.vocab_size(), tied)?
-            .with_softcap(softcap);
+        let head = LmHead::load(
+            w,
+            backbone.embeddings(),
+            backbone.hidden_size(),
+            config.vocab_size(),
+            tied,
+        )?
+        .with_softcap(softcap);
         Ok(Self {
             backbone,
             head,
@@ -100,7 +106,12 @@ impl CausalLm {
     }
 
     /// Logits for `ids: (batch, seq)` u32 appended to `state`.
-    pub fn forward(&self, ids: &Tensor, state: &mut DecodeState, span: LogitsSpan) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        ids: &Tensor,
+        state: &mut DecodeState,
+        span: LogitsSpan,
+    ) -> Result<Tensor> {
         let hidden = self.hidden(ids, state)?;
         let hidden = match span {
             LogitsSpan::All => hidden,
@@ -118,10 +129,17 @@ impl CausalLm {
 
     /// Encodes prompts of different lengths as one left-padded batch into an
     /// empty `state` (pads are masked and excluded from positions).
-    pub fn prefill(&self, prompts: &[Vec<u32>], state: &mut DecodeState, span: LogitsSpan) -> Result<Tensor> {
+    pub fn prefill(
+        &self,
+        prompts: &[Vec<u32>],
+        state: &mut DecodeState,
+        span: LogitsSpan,
+    ) -> Result<Tensor> {
         let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
         if prompts.is_empty() || prompts.iter().any(Vec::is_empty) {
-            return Err(ModelError::State("prefill needs at least one non-empty prompt".into()));
+            return Err(ModelError::State(
+                "prefill needs at least one non-empty prompt".into(),
+            ));
         }
         let mut flat = Vec::with_capacity(prompts.len() * longest);
         let mut pads = Vec::with_capacity(prompts.len());

@@ -105,7 +105,13 @@ impl DecodeState {
     /// Query slot `q` sees key slot `j` iff `pad <= j <= q` and, with a window,
     /// `q - j < window`. A padded query also sees itself, so its softmax is never
     /// over an empty set (NaN there would leak into later layers through `0 * NaN`).
-    pub fn mask(&self, rows: usize, new: usize, window: Option<usize>, device: &Device) -> Result<Option<Tensor>> {
+    pub fn mask(
+        &self,
+        rows: usize,
+        new: usize,
+        window: Option<usize>,
+        device: &Device,
+    ) -> Result<Option<Tensor>> {
         self.check_rows(rows)?;
         let total = self.len + new;
         let padded = (0..rows).any(|r| self.pad(r) > 0);
@@ -163,7 +169,9 @@ impl DecodeState {
 
     /// Each row repeated `n` times: row `r` becomes rows `r*n .. r*n + n`.
     pub fn fork(&self, n: usize) -> Result<Self> {
-        let order: Vec<usize> = (0..self.rows()).flat_map(|r| std::iter::repeat_n(r, n)).collect();
+        let order: Vec<usize> = (0..self.rows())
+            .flat_map(|r| std::iter::repeat_n(r, n))
+            .collect();
         let mut out = self.clone();
         out.reorder(&order)?;
         Ok(out)
@@ -172,10 +180,17 @@ impl DecodeState {
     /// Keeps the rows `order` (in that order; repeats allowed), copying the cache.
     pub fn reorder(&mut self, order: &[usize]) -> Result<()> {
         if let Some(&bad) = order.iter().find(|&&r| r >= self.rows()) {
-            return Err(ModelError::State(format!("row {bad} out of range ({} rows)", self.rows())));
+            return Err(ModelError::State(format!(
+                "row {bad} out of range ({} rows)",
+                self.rows()
+            )));
         }
         if let Some(first) = self.layers.iter().flatten().next() {
-            let idx = Tensor::from_vec(order.iter().map(|&r| r as u32).collect::<Vec<_>>(), order.len(), first.k.device())?;
+            let idx = Tensor::from_vec(
+                order.iter().map(|&r| r as u32).collect::<Vec<_>>(),
+                order.len(),
+                first.k.device(),
+            )?;
             for kv in self.layers.iter_mut().flatten() {
                 kv.k = kv.k.index_select(&idx, 0)?;
                 kv.v = kv.v.index_select(&idx, 0)?;
@@ -188,14 +203,19 @@ impl DecodeState {
     /// Drops every slot after the first `len` (of all rows).
     pub fn truncate(&mut self, len: usize) -> Result<()> {
         if len > self.len {
-            return Err(ModelError::State(format!("cannot truncate {} slots to {len}", self.len)));
+            return Err(ModelError::State(format!(
+                "cannot truncate {} slots to {len}",
+                self.len
+            )));
         }
         if len == 0 {
             *self = Self::new(self.layers.len());
             return Ok(());
         }
         if let Some(&pad) = self.pads.iter().find(|&&p| p > len) {
-            return Err(ModelError::State(format!("truncating to {len} slots would cut into {pad} padding slots")));
+            return Err(ModelError::State(format!(
+                "truncating to {len} slots would cut into {pad} padding slots"
+            )));
         }
         for kv in self.layers.iter_mut().flatten() {
             kv.k = kv.k.narrow(2, 0, len)?;

@@ -69,15 +69,21 @@ impl Weights {
         }
         // SAFETY: the files are mapped read-only; like every mmap user we rely on
         // them not being truncated while the model is alive.
-        let st = unsafe { MmapedSafetensors::multi(files) }.map_err(|e| ModelError::Safetensors {
-            path: files.first().cloned().unwrap_or_default(),
-            reason: e.to_string(),
-        })?;
+        let st =
+            unsafe { MmapedSafetensors::multi(files) }.map_err(|e| ModelError::Safetensors {
+                path: files.first().cloned().unwrap_or_default(),
+                reason: e.to_string(),
+            })?;
         let name = match files {
             [one] => one.display().to_string(),
             many => format!("{} (+{} shards)", many[0].display(), many.len() - 1),
         };
-        Ok(Self::new(Backing::Safetensors { st }, name, device, QuantPolicy::Dequantize))
+        Ok(Self::new(
+            Backing::Safetensors { st },
+            name,
+            device,
+            QuantPolicy::Dequantize,
+        ))
     }
 
     /// Reads a GGUF file's tensors lazily by their llama.cpp names.
@@ -103,7 +109,12 @@ impl Weights {
         let backing = Backing::Vars {
             varmap: varmap.clone(),
         };
-        Self::new(backing, "trainable variables".into(), device, QuantPolicy::Dequantize)
+        Self::new(
+            backing,
+            "trainable variables".into(),
+            device,
+            QuantPolicy::Dequantize,
+        )
     }
 
     fn new(backing: Backing, name: String, device: &Device, quant: QuantPolicy) -> Self {
@@ -173,14 +184,20 @@ impl Weights {
         let full = self.full_name(name);
         let stored = match &*self.backing {
             Backing::Safetensors { st } => {
-                let t = st.load(&full, &self.device).map_err(|_| self.missing(&full))?;
+                let t = st
+                    .load(&full, &self.device)
+                    .map_err(|_| self.missing(&full))?;
                 Stored::Dense(t.to_dtype(DType::F32)?)
             }
             Backing::Vars { varmap } => {
                 let vb = VarBuilder::from_varmap(varmap, DType::F32, &self.device);
                 Stored::Dense(vb.get_with_hints(shape, &full, init)?)
             }
-            Backing::Gguf { content, file, names } => {
+            Backing::Gguf {
+                content,
+                file,
+                names,
+            } => {
                 let gname = names.map(&full).ok_or_else(|| self.missing(&full))?;
                 if !content.tensor_infos.contains_key(&gname) {
                     return Err(self.missing(&format!("{full} (GGUF `{gname}`)")));

@@ -30,7 +30,8 @@ fn load_err(path: &Path) -> (ModelError, String) {
 
 fn edit_config(dir: &Path, f: impl FnOnce(&mut serde_json::Value)) {
     let path = dir.join("config.json");
-    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("json");
     f(&mut v);
     std::fs::write(&path, serde_json::to_string(&v).expect("ser")).expect("write");
 }
@@ -54,7 +55,11 @@ fn missing_config_names_the_file() {
 #[test]
 fn malformed_config_names_the_file() {
     let dir = llama_copy();
-    std::fs::write(dir.path().join("config.json"), "{ \"model_type\": \"llama\", ").expect("write");
+    std::fs::write(
+        dir.path().join("config.json"),
+        "{ \"model_type\": \"llama\", ",
+    )
+    .expect("write");
     let (e, msg) = load_err(dir.path());
     assert!(matches!(e, ModelError::Json { .. }), "{msg}");
     assert!(msg.contains("config.json"), "{msg}");
@@ -67,7 +72,10 @@ fn missing_config_field_is_named() {
         v.as_object_mut().expect("obj").remove("hidden_size");
     });
     let (e, msg) = load_err(dir.path());
-    assert!(matches!(&e, ModelError::ConfigField { field, .. } if field == "hidden_size"), "{msg}");
+    assert!(
+        matches!(&e, ModelError::ConfigField { field, .. } if field == "hidden_size"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -75,7 +83,10 @@ fn invalid_config_value_is_named() {
     let dir = llama_copy();
     edit_config(dir.path(), |v| v["num_key_value_heads"] = 3.into());
     let (_, msg) = load_err(dir.path());
-    assert!(msg.contains("num_key_value_heads") && msg.contains('3'), "{msg}");
+    assert!(
+        msg.contains("num_key_value_heads") && msg.contains('3'),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -84,7 +95,10 @@ fn unknown_architecture_is_named() {
     edit_config(dir.path(), |v| v["model_type"] = "mamba".into());
     let (e, msg) = load_err(dir.path());
     assert!(matches!(e, ModelError::UnknownArchitecture { .. }), "{msg}");
-    assert!(msg.contains("mamba") && msg.contains("config.json"), "{msg}");
+    assert!(
+        msg.contains("mamba") && msg.contains("config.json"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -95,7 +109,10 @@ fn missing_tensor_is_named() {
     });
     let (e, msg) = load_err(dir.path());
     assert!(matches!(e, ModelError::MissingTensor { .. }), "{msg}");
-    assert!(msg.contains("model.layers.1.mlp.up_proj.weight") && msg.contains("model.safetensors"), "{msg}");
+    assert!(
+        msg.contains("model.layers.1.mlp.up_proj.weight") && msg.contains("model.safetensors"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -107,13 +124,20 @@ fn wrong_shape_is_named() {
     });
     let (e, msg) = load_err(dir.path());
     assert!(matches!(e, ModelError::TensorShape { .. }), "{msg}");
-    assert!(msg.contains("gate_proj") && msg.contains("[64, 31]") && msg.contains("[64, 32]"), "{msg}");
+    assert!(
+        msg.contains("gate_proj") && msg.contains("[64, 31]") && msg.contains("[64, 32]"),
+        "{msg}"
+    );
 }
 
 #[test]
 fn corrupt_safetensors_is_named() {
     let dir = llama_copy();
-    std::fs::write(dir.path().join("model.safetensors"), b"not a safetensors file").expect("write");
+    std::fs::write(
+        dir.path().join("model.safetensors"),
+        b"not a safetensors file",
+    )
+    .expect("write");
     let (e, msg) = load_err(dir.path());
     assert!(matches!(e, ModelError::Safetensors { .. }), "{msg}");
     assert!(msg.contains("model.safetensors"), "{msg}");
@@ -141,18 +165,39 @@ fn prompt_longer_than_context_is_refused() {
     let prompt: Vec<u32> = (0..65).map(|i| i % 96).collect();
     let err = model
         .prefill(&[prompt], &mut state, ivg_models::LogitsSpan::Last)
-        .err()
-        .expect("must fail");
+        .expect_err("must fail");
     let msg = err.to_string();
-    assert!(matches!(err, ModelError::ContextOverflow { len: 65, max: 64, .. }), "{msg}");
+    assert!(
+        matches!(
+            err,
+            ModelError::ContextOverflow {
+                len: 65,
+                max: 64,
+                ..
+            }
+        ),
+        "{msg}"
+    );
 }
 
 #[test]
 fn token_outside_vocabulary_is_refused() {
     let model = load_causal_lm(&fixture("tiny/llama"), &LoadOptions::default()).expect("load");
     let mut state = model.new_state();
-    let err = model.prefill(&[vec![1, 96]], &mut state, ivg_models::LogitsSpan::Last).err().expect("must fail");
-    assert!(matches!(err, ModelError::TokenOutOfRange { id: 96, vocab: 96, .. }), "{err}");
+    let err = model
+        .prefill(&[vec![1, 96]], &mut state, ivg_models::LogitsSpan::Last)
+        .expect_err("must fail");
+    assert!(
+        matches!(
+            err,
+            ModelError::TokenOutOfRange {
+                id: 96,
+                vocab: 96,
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[test]

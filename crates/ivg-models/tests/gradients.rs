@@ -27,26 +27,39 @@ fn assert_all_learn(varmap: &VarMap, loss: &Tensor, what: &str) {
         match grads.get(var.as_tensor()) {
             None => missing.push(format!("{name} (no gradient)")),
             Some(g) => {
-                let norm = g.sqr().and_then(|x| x.sum_all()).and_then(|x| x.to_scalar::<f32>()).expect("norm");
+                let norm = g
+                    .sqr()
+                    .and_then(|x| x.sum_all())
+                    .and_then(|x| x.to_scalar::<f32>())
+                    .expect("norm");
                 if norm == 0.0 || !norm.is_finite() {
                     missing.push(format!("{name} (gradient norm {norm})"));
                 }
             }
         }
     }
-    assert!(missing.is_empty(), "{what}: parameters that do not learn: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "{what}: parameters that do not learn: {missing:?}"
+    );
 }
 
 /// Next-token cross-entropy over a left-padded batch of two sequences.
 fn lm_loss(model: &CausalLm) -> Tensor {
     let mut state = model.new_state();
     let prompts = vec![vec![1u32, 5, 9, 13, 2, 7], vec![3u32, 4, 8]];
-    let logits = model.prefill(&prompts, &mut state, LogitsSpan::All).expect("forward");
+    let logits = model
+        .prefill(&prompts, &mut state, LogitsSpan::All)
+        .expect("forward");
     let logits = logits.narrow(1, 0, 5).expect("narrow");
-    let targets = Tensor::new(&[[5u32, 9, 13, 2, 7], [0, 0, 0, 4, 8]], &Device::Cpu).expect("targets");
+    let targets =
+        Tensor::new(&[[5u32, 9, 13, 2, 7], [0, 0, 0, 4, 8]], &Device::Cpu).expect("targets");
     let v = logits.dim(2).expect("vocab");
-    candle_nn::loss::cross_entropy(&logits.reshape(((), v)).expect("flat"), &targets.flatten_all().expect("flat"))
-        .expect("loss")
+    candle_nn::loss::cross_entropy(
+        &logits.reshape(((), v)).expect("flat"),
+        &targets.flatten_all().expect("flat"),
+    )
+    .expect("loss")
 }
 
 fn check_causal(cfg: serde_json::Value, what: &str) {
@@ -79,7 +92,9 @@ fn bert_classifier_parameters_all_learn() {
         "num_attention_heads": 2, "intermediate_size": 32, "max_position_embeddings": 16,
         "type_vocab_size": 2, "num_labels": 2
     });
-    let ModelConfig::Bert(c) = config(cfg) else { panic!("bert config") };
+    let ModelConfig::Bert(c) = config(cfg) else {
+        panic!("bert config")
+    };
     let varmap = VarMap::new();
     let w = Weights::from_varmap(&varmap, &Device::Cpu);
     let encoder = BertModel::load(&w.pp("bert"), &c).expect("encoder");
@@ -94,6 +109,11 @@ fn bert_classifier_parameters_all_learn() {
     let ce = candle_nn::loss::cross_entropy(&logits, &labels).expect("ce");
     // The pooled embedding is part of the objective too, so that token type and
     // position tables of every used row receive gradient from both paths.
-    let pooled = mean_pool(&hidden, &mask).expect("pool").sqr().expect("sq").mean_all().expect("mean");
+    let pooled = mean_pool(&hidden, &mask)
+        .expect("pool")
+        .sqr()
+        .expect("sq")
+        .mean_all()
+        .expect("mean");
     assert_all_learn(&varmap, &(ce + pooled).expect("loss"), "bert");
 }

@@ -11,17 +11,24 @@ use ivg_models::{load_bert, load_causal_lm, LoadOptions, LogitsSpan};
 const TOL: f32 = 1e-4;
 
 fn check_causal(name: &str) {
-    let model = load_causal_lm(&fixture(&format!("tiny/{name}")), &LoadOptions::default()).expect("load");
+    let model =
+        load_causal_lm(&fixture(&format!("tiny/{name}")), &LoadOptions::default()).expect("load");
     let expected = tensors(&format!("tiny/{name}/expected.safetensors"));
     for i in 0..3 {
         let prompt = ids(&expected[&format!("input_ids_{i}")]);
         let mut state = model.new_state();
-        let logits = model.prefill(&[prompt.clone()], &mut state, LogitsSpan::All).expect("forward");
+        let logits = model
+            .prefill(std::slice::from_ref(&prompt), &mut state, LogitsSpan::All)
+            .expect("forward");
         let logits = logits.squeeze(0).expect("squeeze");
         let diff = max_abs_diff(&logits, &expected[&format!("logits_{i}")]);
         assert!(diff < TOL, "{name} sequence {i}: max |logit diff| {diff}");
         let want = ids(&expected[&format!("greedy_{i}")]);
-        assert_eq!(greedy(&model, &prompt, want.len()), want, "{name} greedy {i}");
+        assert_eq!(
+            greedy(&model, &prompt, want.len()),
+            want,
+            "{name} greedy {i}"
+        );
     }
 }
 
@@ -61,13 +68,22 @@ fn bert_matches_transformers() {
         let input = candle_core::Tensor::from_vec(prompt, (1, n), &Device::Cpu).expect("ids");
         let mask = input.ones_like().expect("mask");
         let hidden = model.encoder.forward(&input, &mask).expect("forward");
-        let d = max_abs_diff(&hidden.squeeze(0).expect("sq"), &expected[&format!("hidden_{i}")]);
+        let d = max_abs_diff(
+            &hidden.squeeze(0).expect("sq"),
+            &expected[&format!("hidden_{i}")],
+        );
         assert!(d < TOL, "bert hidden {i}: {d}");
         let mean = ivg_models::arch::bert::mean_pool(&hidden, &mask).expect("pool");
-        let d = max_abs_diff(&mean.squeeze(0).expect("sq"), &expected[&format!("mean_{i}")]);
+        let d = max_abs_diff(
+            &mean.squeeze(0).expect("sq"),
+            &expected[&format!("mean_{i}")],
+        );
         assert!(d < TOL, "bert mean {i}: {d}");
         let logits = head.forward(&hidden).expect("head");
-        let d = max_abs_diff(&logits.squeeze(0).expect("sq"), &expected[&format!("class_logits_{i}")]);
+        let d = max_abs_diff(
+            &logits.squeeze(0).expect("sq"),
+            &expected[&format!("class_logits_{i}")],
+        );
         assert!(d < TOL, "bert classifier {i}: {d}");
     }
 }

@@ -4,13 +4,17 @@
 mod common;
 
 use candle_core::Tensor;
-use common::{argmax, max_abs_diff, random_model, tiny_gemma3_config, tiny_gpt2_config, tiny_llama_config};
+use common::{
+    argmax, max_abs_diff, random_model, tiny_gemma3_config, tiny_gpt2_config, tiny_llama_config,
+};
 use ivg_models::{CausalLm, LogitsSpan};
 
 /// Logits of `prompt` followed by `cont`, one token at a time, in a fresh state.
 fn run_single(model: &CausalLm, prompt: &[u32], cont: &[u32]) -> Vec<Tensor> {
     let mut state = model.new_state();
-    let mut out = vec![model.prefill(&[prompt.to_vec()], &mut state, LogitsSpan::Last).expect("prefill")];
+    let mut out = vec![model
+        .prefill(&[prompt.to_vec()], &mut state, LogitsSpan::Last)
+        .expect("prefill")];
     for &t in cont {
         out.push(model.step(&[t], &mut state).expect("step"));
     }
@@ -25,20 +29,40 @@ fn fork_equals_independent(model: &CausalLm) {
     let prompt = [3u32, 17, 5, 9, 22];
     let conts: [[u32; 3]; 4] = [[1, 2, 3], [4, 5, 6], [7, 8, 9], [10, 11, 12]];
     let mut parent = model.new_state();
-    model.prefill(&[prompt.to_vec()], &mut parent, LogitsSpan::Last).expect("prefill");
+    model
+        .prefill(&[prompt.to_vec()], &mut parent, LogitsSpan::Last)
+        .expect("prefill");
     let mut forked = parent.fork(4).expect("fork");
     let snapshot = parent.clone();
     let mut independent = model.new_state();
-    model.prefill(&vec![prompt.to_vec(); 4], &mut independent, LogitsSpan::Last).expect("prefill x4");
+    model
+        .prefill(
+            &vec![prompt.to_vec(); 4],
+            &mut independent,
+            LogitsSpan::Last,
+        )
+        .expect("prefill x4");
     for step in 0..3 {
         let tokens: Vec<u32> = conts.iter().map(|c| c[step]).collect();
         let logits = model.step(&tokens, &mut forked).expect("step");
-        let want = model.step(&tokens, &mut independent).expect("independent step");
-        assert_eq!(max_abs_diff(&logits, &want), 0.0, "fork differs from independent rows at step {step}");
+        let want = model
+            .step(&tokens, &mut independent)
+            .expect("independent step");
+        assert_eq!(
+            max_abs_diff(&logits, &want),
+            0.0,
+            "fork differs from independent rows at step {step}"
+        );
         for (row, c) in conts.iter().enumerate() {
             let single = run_single(model, &prompt, &c[..=step]);
-            let d = max_abs_diff(&logits.get(row).expect("row"), &single[step + 1].get(0).expect("row"));
-            assert_eq!(d, 0.0, "fork row {row} step {step} differs from a batch-1 run by {d}");
+            let d = max_abs_diff(
+                &logits.get(row).expect("row"),
+                &single[step + 1].get(0).expect("row"),
+            );
+            assert_eq!(
+                d, 0.0,
+                "fork row {row} step {step} differs from a batch-1 run by {d}"
+            );
         }
     }
     // The parent is untouched by its forks' appends (no aliasing).
@@ -47,33 +71,53 @@ fn fork_equals_independent(model: &CausalLm) {
     assert_eq!(max_abs_diff(k0, &snapshot.layer(0).expect("layer").k), 0.0);
     let mut p2 = parent.clone();
     let a = model.step(&[1], &mut p2).expect("step");
-    assert_eq!(max_abs_diff(&a.get(0).expect("row"), &run_single(model, &prompt, &[1])[1].get(0).expect("row")), 0.0);
+    assert_eq!(
+        max_abs_diff(
+            &a.get(0).expect("row"),
+            &run_single(model, &prompt, &[1])[1].get(0).expect("row")
+        ),
+        0.0
+    );
 }
 
 fn truncate_then_replay(model: &CausalLm) {
     let prompt = [5u32, 6, 7, 8];
     let mut state = model.new_state();
-    model.prefill(&[prompt.to_vec()], &mut state, LogitsSpan::Last).expect("prefill");
+    model
+        .prefill(&[prompt.to_vec()], &mut state, LogitsSpan::Last)
+        .expect("prefill");
     let first = model.step(&[9], &mut state).expect("step");
     model.step(&[10], &mut state).expect("step");
     model.step(&[11], &mut state).expect("step");
     state.truncate(prompt.len()).expect("truncate");
     let replay = model.step(&[9], &mut state).expect("replay");
-    assert_eq!(max_abs_diff(&first, &replay), 0.0, "truncate + replay must be exact");
+    assert_eq!(
+        max_abs_diff(&first, &replay),
+        0.0,
+        "truncate + replay must be exact"
+    );
     assert_eq!(state.len(), prompt.len() + 1);
 }
 
 fn padded_batch_equals_single(model: &CausalLm) {
     let prompts: Vec<Vec<u32>> = (0..8)
-        .map(|i| (0..(2 + i * 2)).map(|j| ((i * 7 + j * 3) % 60 + 1) as u32).collect())
+        .map(|i| {
+            (0..(2 + i * 2))
+                .map(|j| ((i * 7 + j * 3) % 60 + 1) as u32)
+                .collect()
+        })
         .collect();
     let mut state = model.new_state();
-    let mut logits = model.prefill(&prompts, &mut state, LogitsSpan::Last).expect("prefill");
+    let mut logits = model
+        .prefill(&prompts, &mut state, LogitsSpan::Last)
+        .expect("prefill");
     let mut singles: Vec<(ivg_models::DecodeState, Tensor)> = prompts
         .iter()
         .map(|p| {
             let mut s = model.new_state();
-            let l = model.prefill(&[p.clone()], &mut s, LogitsSpan::Last).expect("single");
+            let l = model
+                .prefill(std::slice::from_ref(p), &mut s, LogitsSpan::Last)
+                .expect("single");
             (s, l)
         })
         .collect();
@@ -84,7 +128,11 @@ fn padded_batch_equals_single(model: &CausalLm) {
             let d = max_abs_diff(&b, &l.get(0).expect("row"));
             assert!(d < 1e-3, "row {row} step {step}: batched differs by {d}");
             let tok = argmax(&l.get(0).expect("row"));
-            assert_eq!(argmax(&b), tok, "row {row} step {step}: greedy token differs");
+            assert_eq!(
+                argmax(&b),
+                tok,
+                "row {row} step {step}: greedy token differs"
+            );
             *l = model.step(&[tok], s).expect("single step");
             next.push(tok);
         }
@@ -122,12 +170,17 @@ fn reorder_selects_rows() {
     let (model, _) = random_model(tiny_llama_config(), 0.3);
     let prompts = vec![vec![1u32, 2, 3], vec![4u32, 5, 6], vec![7u32, 8, 9]];
     let mut state = model.new_state();
-    model.prefill(&prompts, &mut state, LogitsSpan::Last).expect("prefill");
+    model
+        .prefill(&prompts, &mut state, LogitsSpan::Last)
+        .expect("prefill");
     state.reorder(&[2, 0, 2]).expect("reorder");
     let got = model.step(&[1, 1, 1], &mut state).expect("step");
     for (row, src) in [2usize, 0, 2].into_iter().enumerate() {
         let want = run_single(&model, &prompts[src], &[1]);
         assert!(max_abs_diff(&got.get(row).expect("row"), &want[1].get(0).expect("row")) < 1e-5);
     }
-    assert!(state.reorder(&[3]).is_err(), "out-of-range row must be refused");
+    assert!(
+        state.reorder(&[3]).is_err(),
+        "out-of-range row must be refused"
+    );
 }

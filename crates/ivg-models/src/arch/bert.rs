@@ -69,8 +69,18 @@ impl BertModel {
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             word: Embedding::load(&e, "word_embeddings.weight", c.vocab_size, c.hidden_size)?,
-            position: Embedding::load(&e, "position_embeddings.weight", c.max_position_embeddings, c.hidden_size)?,
-            token_type: Embedding::load(&e, "token_type_embeddings.weight", c.type_vocab_size, c.hidden_size)?,
+            position: Embedding::load(
+                &e,
+                "position_embeddings.weight",
+                c.max_position_embeddings,
+                c.hidden_size,
+            )?,
+            token_type: Embedding::load(
+                &e,
+                "token_type_embeddings.weight",
+                c.type_vocab_size,
+                c.hidden_size,
+            )?,
             emb_norm: Norm::layer(&e, "LayerNorm", c.hidden_size, c.layer_norm_eps)?,
             layers,
             config: c.clone(),
@@ -86,9 +96,12 @@ impl BertModel {
     pub fn forward(&self, ids: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
         let dev = ids.device();
-        let positions = Tensor::arange(0u32, t as u32, dev)?.unsqueeze(0)?.repeat((b, 1))?;
+        let positions = Tensor::arange(0u32, t as u32, dev)?
+            .unsqueeze(0)?
+            .repeat((b, 1))?;
         let types = Tensor::zeros((b, t), DType::U32, dev)?;
-        let xs = ((self.word.forward(ids)? + self.position.forward(&positions)?)? + self.token_type.forward(&types)?)?;
+        let xs = ((self.word.forward(ids)? + self.position.forward(&positions)?)?
+            + self.token_type.forward(&types)?)?;
         let mut xs = self.emb_norm.forward(&xs)?;
         // 0 for tokens, a large negative for padding keys (transformers uses the dtype minimum).
         let keep = attention_mask.to_dtype(DType::F32)?;
@@ -98,7 +111,9 @@ impl BertModel {
             mask: Some(&mask),
         };
         for layer in &self.layers {
-            let h = layer.attn.forward(&xs, &inputs, None::<(&mut DecodeState, usize)>)?;
+            let h = layer
+                .attn
+                .forward(&xs, &inputs, None::<(&mut DecodeState, usize)>)?;
             xs = layer.attn_norm.forward(&(xs + h)?)?;
             let h = layer.mlp.forward(&xs)?;
             xs = layer.out_norm.forward(&(xs + h)?)?;

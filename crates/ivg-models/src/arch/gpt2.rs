@@ -10,7 +10,10 @@ use candle_nn::Init;
 use crate::arch::Backbone;
 use crate::config::Gpt2Config;
 use crate::error::Result;
-use crate::layers::{normal_init, Attention, AttentionInputs, AttentionShape, Embedding, Linear, LinearWeight, Mlp, Norm};
+use crate::layers::{
+    normal_init, Attention, AttentionInputs, AttentionShape, Embedding, Linear, LinearWeight, Mlp,
+    Norm,
+};
 use crate::state::DecodeState;
 use crate::weights::Weights;
 
@@ -31,7 +34,13 @@ pub struct Gpt2Model {
 }
 
 /// Loads a `Conv1D` `(in, out)` weight as `out_parts` linears of `(out/parts, in)`.
-fn conv1d(w: &Weights, name: &str, in_dim: usize, out_dim: usize, parts: usize) -> Result<Vec<Linear>> {
+fn conv1d(
+    w: &Weights,
+    name: &str,
+    in_dim: usize,
+    out_dim: usize,
+    parts: usize,
+) -> Result<Vec<Linear>> {
     let w = w.pp(name);
     let weight = w.tensor("weight", &[in_dim, out_dim], normal_init())?;
     let bias = w.tensor("bias", &[out_dim], Init::Const(0.0))?;
@@ -124,7 +133,10 @@ impl Backbone for Gpt2Model {
             mask: mask.as_ref(),
         };
         for (i, block) in self.blocks.iter().enumerate() {
-            let h = block.attn.forward(&block.ln_1.forward(&xs)?, &inputs, Some((&mut *state, i)))?;
+            let h =
+                block
+                    .attn
+                    .forward(&block.ln_1.forward(&xs)?, &inputs, Some((&mut *state, i)))?;
             xs = (xs + h)?;
             let h = block.mlp.forward(&block.ln_2.forward(&xs)?)?;
             xs = (xs + h)?;

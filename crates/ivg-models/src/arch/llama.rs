@@ -11,7 +11,9 @@ use candle_core::Tensor;
 use crate::arch::Backbone;
 use crate::config::{AttentionKind, DecoderConfig};
 use crate::error::Result;
-use crate::layers::{Attention, AttentionInputs, AttentionShape, Embedding, Linear, Mlp, Norm, Rope};
+use crate::layers::{
+    Attention, AttentionInputs, AttentionShape, Embedding, Linear, Mlp, Norm, Rope,
+};
 use crate::state::DecodeState;
 use crate::weights::Weights;
 
@@ -73,8 +75,12 @@ fn load_layer(w: &Weights, c: &DecoderConfig, index: usize) -> Result<DecoderLay
         k: Linear::load(&a, "k_proj", h, kvd, c.attention_bias)?,
         v: Linear::load(&a, "v_proj", h, kvd, c.attention_bias)?,
         o: Linear::load(&a, "o_proj", qd, h, false)?,
-        q_norm: gemma.then(|| Norm::rms(&a, "q_norm", c.head_dim, eps, off)).transpose()?,
-        k_norm: gemma.then(|| Norm::rms(&a, "k_norm", c.head_dim, eps, off)).transpose()?,
+        q_norm: gemma
+            .then(|| Norm::rms(&a, "q_norm", c.head_dim, eps, off))
+            .transpose()?,
+        k_norm: gemma
+            .then(|| Norm::rms(&a, "k_norm", c.head_dim, eps, off))
+            .transpose()?,
         shape: AttentionShape {
             heads: c.num_heads,
             kv_heads: c.num_kv_heads,
@@ -100,7 +106,11 @@ fn load_layer(w: &Weights, c: &DecoderConfig, index: usize) -> Result<DecoderLay
             Some(Norm::rms(w, "post_feedforward_layernorm", h, eps, off)?),
         )
     } else {
-        (None, Norm::rms(w, "post_attention_layernorm", h, eps, off)?, None)
+        (
+            None,
+            Norm::rms(w, "post_attention_layernorm", h, eps, off)?,
+            None,
+        )
     };
     Ok(DecoderLayer {
         input_norm: Norm::rms(w, "input_layernorm", h, eps, off)?,
@@ -109,13 +119,25 @@ fn load_layer(w: &Weights, c: &DecoderConfig, index: usize) -> Result<DecoderLay
         pre_mlp_norm,
         post_mlp_norm,
         mlp,
-        kind: c.layer_kinds.get(index).copied().unwrap_or(AttentionKind::Global),
+        kind: c
+            .layer_kinds
+            .get(index)
+            .copied()
+            .unwrap_or(AttentionKind::Global),
     })
 }
 
 impl DecoderLayer {
-    fn forward(&self, xs: &Tensor, inputs: &AttentionInputs<'_>, state: &mut DecodeState, index: usize) -> Result<Tensor> {
-        let mut h = self.attn.forward(&self.input_norm.forward(xs)?, inputs, Some((state, index)))?;
+    fn forward(
+        &self,
+        xs: &Tensor,
+        inputs: &AttentionInputs<'_>,
+        state: &mut DecodeState,
+        index: usize,
+    ) -> Result<Tensor> {
+        let mut h =
+            self.attn
+                .forward(&self.input_norm.forward(xs)?, inputs, Some((state, index)))?;
         if let Some(n) = &self.post_attn_norm {
             h = n.forward(&h)?;
         }
@@ -151,7 +173,10 @@ impl Backbone for DecoderModel {
                     if !local_masks.iter().any(|(w, _)| *w == window) {
                         local_masks.push((window, state.mask(b, t, Some(window), device)?));
                     }
-                    let mask = local_masks.iter().find(|(w, _)| *w == window).and_then(|(_, m)| m.as_ref());
+                    let mask = local_masks
+                        .iter()
+                        .find(|(w, _)| *w == window)
+                        .and_then(|(_, m)| m.as_ref());
                     AttentionInputs {
                         rope: Some((&self.rope_local, &lcos, &lsin)),
                         mask,

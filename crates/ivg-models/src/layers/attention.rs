@@ -53,7 +53,9 @@ impl Attention {
         let (b, t, _) = xs.dims3()?;
         let s = self.shape;
         let split = |x: Tensor, heads: usize| -> Result<Tensor> {
-            Ok(x.reshape((b, t, heads, s.head_dim))?.transpose(1, 2)?.contiguous()?)
+            Ok(x.reshape((b, t, heads, s.head_dim))?
+                .transpose(1, 2)?
+                .contiguous()?)
         };
         let mut q = split(self.q.forward(xs)?, s.heads)?;
         let mut k = split(self.k.forward(xs)?, s.kv_heads)?;
@@ -104,5 +106,7 @@ fn repeat_kv(x: &Tensor, rep: usize) -> Result<Tensor> {
         return Ok(x.clone());
     }
     let (b, kvh, s, d) = x.dims4()?;
-    Ok(x.unsqueeze(2)?.expand((b, kvh, rep, s, d))?.reshape((b, kvh * rep, s, d))?)
+    Ok(x.unsqueeze(2)?
+        .expand((b, kvh, rep, s, d))?
+        .reshape((b, kvh * rep, s, d))?)
 }

@@ -58,7 +58,13 @@ impl Linear {
     }
 
     /// Loads `{name}.weight` of shape `(out, in)` and, if asked, `{name}.bias`.
-    pub fn load(w: &Weights, name: &str, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self> {
+    pub fn load(
+        w: &Weights,
+        name: &str,
+        in_dim: usize,
+        out_dim: usize,
+        bias: bool,
+    ) -> Result<Self> {
         let w = w.pp(name);
         let weight = match w.matrix("weight", &[out_dim, in_dim], normal_init())? {
             Stored::Dense(t) => LinearWeight::dense(t, w.is_trainable())?,

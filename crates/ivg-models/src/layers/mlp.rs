@@ -38,7 +38,12 @@ impl Mlp {
     /// `xs: (batch, seq, hidden)` -> same shape.
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         match self {
-            Self::Gated { gate, up, down, act } => {
+            Self::Gated {
+                gate,
+                up,
+                down,
+                act,
+            } => {
                 let g = activate(&gate.forward(xs)?, *act)?;
                 down.forward(&(g * up.forward(xs)?)?)
             }

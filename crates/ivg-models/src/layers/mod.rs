@@ -7,8 +7,8 @@ mod norm;
 mod rope;
 
 pub use attention::{Attention, AttentionInputs, AttentionShape};
-pub use linear::{Embedding, Linear, LinearWeight, INIT_STD};
 pub(crate) use linear::normal_init;
+pub use linear::{Embedding, Linear, LinearWeight, INIT_STD};
 pub use mlp::{activate, Mlp};
 pub use norm::Norm;
 pub use rope::Rope;

@@ -29,7 +29,9 @@ impl Norm {
     /// Loads `{name}.weight` (dim,). A fresh weight is initialised so that the
     /// effective scale `offset + w` is 1.
     pub fn rms(w: &Weights, name: &str, dim: usize, eps: f64, offset: f64) -> Result<Self> {
-        let weight = w.pp(name).tensor("weight", &[dim], Init::Const(1.0 - offset))?;
+        let weight = w
+            .pp(name)
+            .tensor("weight", &[dim], Init::Const(1.0 - offset))?;
         Ok(Self::Rms {
             weight,
             eps,
@@ -58,11 +60,19 @@ impl Norm {
                 offset,
                 differentiable,
             } => {
-                let scale = if *offset == 0.0 { weight.clone() } else { weight.affine(1.0, *offset)? };
+                let scale = if *offset == 0.0 {
+                    weight.clone()
+                } else {
+                    weight.affine(1.0, *offset)?
+                };
                 if *differentiable {
                     rms_norm_composed(xs, &scale, *eps)
                 } else {
-                    Ok(candle_nn::ops::rms_norm(&xs.contiguous()?, &scale, *eps as f32)?)
+                    Ok(candle_nn::ops::rms_norm(
+                        &xs.contiguous()?,
+                        &scale,
+                        *eps as f32,
+                    )?)
                 }
             }
             Self::Layer {
@@ -72,9 +82,19 @@ impl Norm {
                 differentiable,
             } => {
                 if *differentiable {
-                    Ok(candle_nn::ops::layer_norm_slow(xs, weight, bias, *eps as f32)?)
+                    Ok(candle_nn::ops::layer_norm_slow(
+                        xs,
+                        weight,
+                        bias,
+                        *eps as f32,
+                    )?)
                 } else {
-                    Ok(candle_nn::ops::layer_norm(&xs.contiguous()?, weight, bias, *eps as f32)?)
+                    Ok(candle_nn::ops::layer_norm(
+                        &xs.contiguous()?,
+                        weight,
+                        bias,
+                        *eps as f32,
+                    )?)
                 }
             }
         }

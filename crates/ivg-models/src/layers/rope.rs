@@ -16,7 +16,12 @@ pub struct Rope {
 }
 
 impl Rope {
-    pub fn new(cfg: &RopeConfig, head_dim: usize, device: &Device, differentiable: bool) -> Result<Self> {
+    pub fn new(
+        cfg: &RopeConfig,
+        head_dim: usize,
+        device: &Device,
+        differentiable: bool,
+    ) -> Result<Self> {
         let freqs = inverse_frequencies(cfg, head_dim);
         let inv_freq = Tensor::from_vec(freqs, head_dim / 2, device)?;
         Ok(Self {
@@ -77,7 +82,8 @@ fn scale_frequency(freq: f32, scaling: &RopeScaling) -> f32 {
             } else if wavelen > low_wavelen {
                 freq / factor
             } else {
-                let smooth = (old / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
+                let smooth =
+                    (old / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
                 (1.0 - smooth) * freq / factor + smooth * freq
             };
             scaled as f32

@@ -9,7 +9,9 @@ use candle_nn::VarMap;
 use ivg_models::{CausalLm, ModelConfig, Weights};
 
 pub fn fixture(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(rel)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(rel)
 }
 
 /// Tensors of a checked-in safetensors fixture.
@@ -61,14 +63,18 @@ pub fn greedy(model: &CausalLm, prompt: &[u32], n: usize) -> Vec<u32> {
 /// A model with random weights (N(0, std) for every parameter) built from a
 /// config JSON, through the trainable weight source.
 pub fn random_model(config: serde_json::Value, std: f64) -> (CausalLm, VarMap) {
-    let cfg = ModelConfig::from_value(&config, std::path::Path::new("test-config.json")).expect("config");
+    let cfg =
+        ModelConfig::from_value(&config, std::path::Path::new("test-config.json")).expect("config");
     let varmap = VarMap::new();
     let w = Weights::from_varmap(&varmap, &Device::Cpu);
     let model = CausalLm::load(&w, &cfg, "random").expect("build");
     randomize(&varmap, std);
     // Rebuild over the randomised variables as an inference model (fused ops).
     let data = varmap.data().lock().expect("lock");
-    let map: HashMap<String, Tensor> = data.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect();
+    let map: HashMap<String, Tensor> = data
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+        .collect();
     drop(data);
     drop(model);
     let dir = tempfile::tempdir().expect("tmp");
@@ -81,7 +87,11 @@ pub fn random_model(config: serde_json::Value, std: f64) -> (CausalLm, VarMap) {
 pub fn randomize(varmap: &VarMap, std: f64) {
     for (i, var) in varmap.all_vars().iter().enumerate() {
         let t = Tensor::randn(0f32, std as f32, var.shape(), &Device::Cpu).expect("randn");
-        let t = if i % 7 == 0 { (t + 1.0).expect("shift") } else { t };
+        let t = if i % 7 == 0 {
+            (t + 1.0).expect("shift")
+        } else {
+            t
+        };
         var.set(&t).expect("set");
     }
 }
