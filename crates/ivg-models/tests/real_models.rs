@@ -52,7 +52,7 @@ fn smollm2_f32_matches_transformers() {
         let ids = id_list(&p["input_ids"]);
         let mut state = model.new_state();
         let all = model
-            .prefill(&[ids.clone()], &mut state, LogitsSpan::All)
+            .prefill(std::slice::from_ref(&ids), &mut state, LogitsSpan::All)
             .expect("forward");
         let all = all.squeeze(0).expect("squeeze");
         let first = all.get(0).expect("first");
@@ -80,7 +80,7 @@ fn gemma3_greedy_matches_transformers() {
     let ids = id_list(&prompt["input_ids"]);
     let mut state = model.new_state();
     let last = model
-        .prefill(&[ids.clone()], &mut state, LogitsSpan::Last)
+        .prefill(std::slice::from_ref(&ids), &mut state, LogitsSpan::Last)
         .expect("forward");
     let d = max_abs_diff(&last.squeeze(0).expect("sq"), &rows["last_logits_0"]);
     assert!(d < 1e-3, "gemma3 last logits differ by {d}");
