@@ -192,8 +192,8 @@ impl DecodeState {
                 first.k.device(),
             )?;
             for kv in self.layers.iter_mut().flatten() {
-                kv.k = kv.k.index_select(&idx, 0)?;
-                kv.v = kv.v.index_select(&idx, 0)?;
+                kv.k = kv.k.contiguous()?.index_select(&idx, 0)?;
+                kv.v = kv.v.contiguous()?.index_select(&idx, 0)?;
             }
         }
         self.pads = order.iter().map(|&r| self.pads[r]).collect();

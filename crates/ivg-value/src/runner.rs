@@ -1,0 +1,101 @@
+//! One guide model with its own decode state and its own prompt, kept row-aligned
+//! with the engine's rows. It holds the logits that predict each row's next token
+//! (`pending`), so a token can be scored when it is emitted without a second
+//! forward, and a chunk of `n` tokens costs one forward over `n` new positions.
+
+use std::sync::Arc;
+
+use candle_core::Tensor;
+use ivg_models::{CausalLm, DecodeState, LogitsSpan};
+
+use crate::ValueError;
+
+pub struct GuideRunner {
+    model: Arc<CausalLm>,
+    state: DecodeState,
+    /// `(rows, vocab)`: logits predicting each row's next token.
+    pending: Option<Tensor>,
+}
+
+impl GuideRunner {
+    pub fn new(model: Arc<CausalLm>) -> Self {
+        let state = model.new_state();
+        Self {
+            model,
+            state,
+            pending: None,
+        }
+    }
+
+    pub fn model(&self) -> &CausalLm {
+        &self.model
+    }
+
+    pub fn rows(&self) -> usize {
+        self.state.rows()
+    }
+
+    /// Encodes one prompt per row (left-padded batch) into a fresh state.
+    pub fn prefill(&mut self, prompts: &[Vec<u32>]) -> Result<(), ValueError> {
+        self.state = self.model.new_state();
+        self.pending = Some(self.model.prefill(prompts, &mut self.state, LogitsSpan::Last)?);
+        Ok(())
+    }
+
+    /// `(rows, vocab)` logits for each row's next token.
+    pub fn pending(&self) -> Result<&Tensor, ValueError> {
+        self.pending
+            .as_ref()
+            .ok_or_else(|| ValueError::NotStarted(self.model.name().to_string()))
+    }
+
+    /// Appends one token per row.
+    pub fn step(&mut self, tokens: &[u32]) -> Result<(), ValueError> {
+        self.pending = Some(self.model.step(tokens, &mut self.state)?);
+        Ok(())
+    }
+
+    /// Appends `chunks` (one equal-length run per row) and returns the logits that
+    /// predicted each appended token, `(rows, n, vocab)`; `pending` moves past them.
+    pub fn extend(&mut self, chunks: &[Vec<u32>]) -> Result<Tensor, ValueError> {
+        let n = chunks.first().map_or(0, Vec::len);
+        let rows = chunks.len();
+        let before = self.pending()?.unsqueeze(1)?;
+        let flat: Vec<u32> = chunks.iter().flatten().copied().collect();
+        let ids = Tensor::from_vec(flat, (rows, n), self.model.device())?;
+        let all = self.model.forward(&ids, &mut self.state, LogitsSpan::All)?;
+        let predicted = if n > 1 {
+            Tensor::cat(&[&before, &all.narrow(1, 0, n - 1)?], 1)?
+        } else {
+            before
+        };
+        self.pending = Some(all.narrow(1, n - 1, 1)?.squeeze(1)?.contiguous()?);
+        Ok(predicted)
+    }
+
+    /// Row `i` becomes former row `order[i]` (state and pending logits).
+    pub fn reorder(&mut self, order: &[usize]) -> Result<(), ValueError> {
+        self.state.reorder(order)?;
+        if let Some(p) = &self.pending {
+            let idx = Tensor::from_vec(
+                order.iter().map(|&r| r as u32).collect::<Vec<_>>(),
+                order.len(),
+                p.device(),
+            )?;
+            self.pending = Some(p.contiguous()?.index_select(&idx, 0)?);
+        }
+        Ok(())
+    }
+}
+
+/// `log_softmax(logits)[token]` per row: `logits (rows, vocab)` -> `rows` values.
+pub fn token_log_probs(logits: &Tensor, tokens: &[u32]) -> Result<Vec<f32>, ValueError> {
+    let lp = candle_nn::ops::log_softmax(logits, candle_core::D::Minus1)?;
+    gather(&lp, tokens)
+}
+
+/// `values[r, tokens[r]]` per row of `values (rows, vocab)`.
+pub fn gather(values: &Tensor, tokens: &[u32]) -> Result<Vec<f32>, ValueError> {
+    let idx = Tensor::from_vec(tokens.to_vec(), (tokens.len(), 1), values.device())?;
+    Ok(values.gather(&idx, 1)?.squeeze(1)?.to_vec1::<f32>()?)
+}
