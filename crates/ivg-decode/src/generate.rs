@@ -17,6 +17,10 @@ pub enum DecodeError {
     Sampling(#[from] SamplingError),
     #[error(transparent)]
     Tensor(#[from] candle_core::Error),
+    #[error(transparent)]
+    Value(#[from] ivg_value::ValueError),
+    #[error("vocabularies differ: {0}")]
+    Vocabulary(String),
     #[error("invalid generation setting `{field}`: {problem}")]
     Config {
         field: &'static str,

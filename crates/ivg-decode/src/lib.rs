@@ -1,9 +1,14 @@
-//! ivg-decode: decoding for ivg (method.md). For now: token sampling
-//! (greedy, temperature, top-k, top-p) with a seeded, per-row RNG.
+//! ivg-decode: decoding for ivg (method.md): token sampling (greedy,
+//! temperature, top-k, top-p) with seeded per-row RNGs, batched base
+//! generation, and the guided engine that runs every method of the matrix.
 
 pub mod sampling;
 
 pub use sampling::{row_seed, Sampler, SamplingConfig, SamplingError};
+pub mod engine;
 pub mod generate;
+pub mod guidance;
 
 pub use generate::{generate, DecodeError, FinishReason, GenerateConfig, Generation};
+pub use engine::{first_token_logits, guided_generate, guided_generate_seeded, ChunkTrace, Guides, GuidedOutput, TraceCandidate};
+pub use guidance::{ChunkRanking, GuidanceConfig, Method, TokenPolicy};

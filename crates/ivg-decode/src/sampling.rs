@@ -120,6 +120,14 @@ impl Sampler {
         })
     }
 
+    /// The same (already validated) settings with a fresh stream from `seed`.
+    pub fn reseeded(&self, seed: u64) -> Self {
+        Self {
+            config: self.config.clone(),
+            rng: ChaCha8Rng::seed_from_u64(seed),
+        }
+    }
+
     /// The validated configuration.
     pub fn config(&self) -> &SamplingConfig {
         &self.config
