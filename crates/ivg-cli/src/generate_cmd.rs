@@ -1,5 +1,5 @@
-//! `ivg generate`: base sampling from one model (guided methods arrive with the
-//! guidance engine). One prompt streams; several run as one left-padded batch.
+//! `ivg generate`: base sampling streams (one prompt) or runs as one left-padded
+//! batch; any guided method (`--method`, `--config`) runs the guided engine.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -12,8 +12,8 @@ use crate::load::{load_lm, LoadedLm};
 
 #[derive(clap::Args)]
 pub struct GenerateArgs {
-    /// A model directory (config.json + safetensors + tokenizer.json) or a .gguf file.
-    #[arg(long)]
+    /// The base model: a directory (config.json + safetensors + tokenizer.json) or a .gguf file.
+    #[arg(long, alias = "base")]
     model: PathBuf,
     /// A prompt (repeat for a batch).
     #[arg(long)]
@@ -41,6 +41,8 @@ pub struct GenerateArgs {
     /// Dequantize GGUF weights to f32 (slower; matches the reference implementation).
     #[arg(long)]
     f32: bool,
+    #[command(flatten)]
+    guide: crate::guided::GuideArgs,
 }
 
 fn read_prompts(args: &GenerateArgs) -> Result<Vec<String>> {
@@ -87,19 +89,29 @@ pub fn encode_prompt(
 
 pub fn run(args: GenerateArgs) -> Result<()> {
     let texts = read_prompts(&args)?;
+    let sampling = SamplingConfig {
+        temperature: args.temperature,
+        top_k: args.top_k,
+        top_p: args.top_p,
+    };
+    let guidance =
+        crate::guided::guidance_config(&args.guide, args.max_new_tokens, sampling, args.seed)?;
     let lm = load_lm(&args.model, args.f32)?;
     let prompts = texts
         .iter()
-        .map(|t| encode_prompt(&lm, t, args.chat, args.system.as_deref()))
+        .map(|t| {
+            let templated = args.guide.base_template.replace("{prompt}", t);
+            encode_prompt(&lm, &templated, args.chat, args.system.as_deref())
+        })
         .collect::<Result<Vec<_>>>()?;
+    let plain = guidance.rows_per_prompt() == 1 && guidance.token == ivg_decode::TokenPolicy::Base;
+    if !plain {
+        return crate::guided::run(&lm, &args.guide, &texts, &prompts, &guidance);
+    }
     let config = GenerateConfig {
-        max_new_tokens: args.max_new_tokens,
-        sampling: SamplingConfig {
-            temperature: args.temperature,
-            top_k: args.top_k,
-            top_p: args.top_p,
-        },
-        seed: args.seed,
+        max_new_tokens: guidance.max_new_tokens,
+        sampling: guidance.sampling.clone(),
+        seed: guidance.seed,
         stop_ids: lm.stop_ids(),
     };
     if prompts.len() == 1 {

@@ -4,6 +4,7 @@ mod assets_cmd;
 mod bench;
 mod demo;
 mod generate_cmd;
+mod guided;
 mod inspect_cmd;
 mod load;
 

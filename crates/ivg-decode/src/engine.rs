@@ -80,14 +80,23 @@ enum Role {
 }
 
 fn missing(what: &str) -> DecodeError {
-    DecodeError::Config { field: "guides", problem: format!("this method needs the {what} value function") }
+    DecodeError::Config {
+        field: "guides",
+        problem: format!("this method needs the {what} value function"),
+    }
 }
 
 impl<'a> Guides<'a> {
     fn get(&mut self, role: Role) -> Result<&mut (dyn ValueFunction + 'a), DecodeError> {
         match role {
-            Role::Implicit => self.implicit.as_deref_mut().ok_or_else(|| missing("implicit")),
-            Role::Explicit => self.explicit.as_deref_mut().ok_or_else(|| missing("explicit")),
+            Role::Implicit => self
+                .implicit
+                .as_deref_mut()
+                .ok_or_else(|| missing("implicit")),
+            Role::Explicit => self
+                .explicit
+                .as_deref_mut()
+                .ok_or_else(|| missing("explicit")),
         }
     }
 
@@ -121,12 +130,17 @@ impl<'a> Guides<'a> {
         let base_name = self.base.name().to_string();
         let guide = self.get(role)?;
         if let (Some(b), Some(g)) = (base_tok, guide.tokenizer()) {
-            check_same_vocab(&base_name, b, guide.name(), g).map_err(|e| DecodeError::Vocabulary(e.to_string()))?;
+            check_same_vocab(&base_name, b, guide.name(), g)
+                .map_err(|e| DecodeError::Vocabulary(e.to_string()))?;
         }
         Ok(())
     }
 
-    fn each(&mut self, roles: &[Role], mut f: impl FnMut(&mut dyn ValueFunction) -> Result<(), ivg_value::ValueError>) -> Result<(), DecodeError> {
+    fn each(
+        &mut self,
+        roles: &[Role],
+        mut f: impl FnMut(&mut dyn ValueFunction) -> Result<(), ivg_value::ValueError>,
+    ) -> Result<(), DecodeError> {
         for &r in roles {
             f(self.get(r)?)?;
         }
@@ -146,7 +160,15 @@ pub fn guided_generate(
     on_chunk: &mut dyn FnMut(&ChunkTrace),
 ) -> Result<Vec<GuidedOutput>, DecodeError> {
     let seeds: Vec<u64> = (0..texts.len()).map(|p| row_seed(config.seed, p)).collect();
-    guided_generate_seeded(guides, texts, base_prompts, &seeds, config, stop_ids, on_chunk)
+    guided_generate_seeded(
+        guides,
+        texts,
+        base_prompts,
+        &seeds,
+        config,
+        stop_ids,
+        on_chunk,
+    )
 }
 
 /// [`guided_generate`] with an explicit seed per prompt (`config.seed` unused):
@@ -165,7 +187,8 @@ pub fn guided_generate_seeded(
     for step in 0..config.max_new_tokens {
         let tokens = run.sample_step(guides, &roles, config, stop_ids)?;
         let last = step + 1 == config.max_new_tokens;
-        let boundary = last || run.rows.iter().all(|r| r.finished) || config.chunk_len == Some(run.in_chunk);
+        let boundary =
+            last || run.rows.iter().all(|r| r.finished) || config.chunk_len == Some(run.in_chunk);
         if !boundary {
             run.logits = guides.base.step(&tokens, &mut run.state)?;
             continue;
@@ -191,8 +214,16 @@ fn prepare(
 ) -> Result<Vec<Role>, DecodeError> {
     config.validate()?;
     if texts.len() != base_prompts.len() || texts.len() != prompt_seeds.len() {
-        let problem = format!("{} texts, {} base prompts, {} seeds", texts.len(), base_prompts.len(), prompt_seeds.len());
-        return Err(DecodeError::Config { field: "prompts", problem });
+        let problem = format!(
+            "{} texts, {} base prompts, {} seeds",
+            texts.len(),
+            base_prompts.len(),
+            prompt_seeds.len()
+        );
+        return Err(DecodeError::Config {
+            field: "prompts",
+            problem,
+        });
     }
     guides.check_vocab(config)?;
     Ok(Guides::roles(config))
@@ -206,7 +237,12 @@ pub fn first_token_logits(
     base_prompts: &[Vec<u32>],
     config: &GuidanceConfig,
 ) -> Result<Tensor, DecodeError> {
-    let one = GuidanceConfig { width: 1, successors: 1, chunk: ChunkRanking::None, ..config.clone() };
+    let one = GuidanceConfig {
+        width: 1,
+        successors: 1,
+        chunk: ChunkRanking::None,
+        ..config.clone()
+    };
     let seeds = vec![0; texts.len()];
     let roles = prepare(guides, texts, base_prompts, &seeds, &one)?;
     let run = Run::start(guides, &roles, texts, base_prompts, &seeds, &one)?;
@@ -235,10 +271,14 @@ impl Run {
         config: &GuidanceConfig,
     ) -> Result<Self, DecodeError> {
         let mut state = guides.base.new_state();
-        let logits = guides.base.prefill(base_prompts, &mut state, LogitsSpan::Last)?;
+        let logits = guides
+            .base
+            .prefill(base_prompts, &mut state, LogitsSpan::Last)?;
         guides.each(roles, |v| v.begin(texts))?;
         let s = config.rows_per_prompt();
-        let order: Vec<usize> = (0..texts.len()).flat_map(|p| std::iter::repeat_n(p, s)).collect();
+        let order: Vec<usize> = (0..texts.len())
+            .flat_map(|p| std::iter::repeat_n(p, s))
+            .collect();
         state.reorder(&order)?;
         guides.each(roles, |v| v.reorder(&order))?;
         let logits = select_rows(&logits, &order)?;
@@ -248,11 +288,28 @@ impl Run {
             .enumerate()
             .map(|(i, &p)| {
                 let slot = i % s;
-                let seed = if slot == 0 { prompt_seeds[p] } else { row_seed(prompt_seeds[p], slot) };
-                Ok(Row { prompt: p, tokens: Vec::new(), sampler: Sampler::new(config.sampling.clone(), seed)?, finished: false })
+                let seed = if slot == 0 {
+                    prompt_seeds[p]
+                } else {
+                    row_seed(prompt_seeds[p], slot)
+                };
+                Ok(Row {
+                    prompt: p,
+                    tokens: Vec::new(),
+                    sampler: Sampler::new(config.sampling.clone(), seed)?,
+                    finished: false,
+                })
             })
             .collect::<Result<_, DecodeError>>()?;
-        Ok(Self { state, logits, rows, pools: vec![Vec::new(); texts.len()], prompt_seeds, in_chunk: 0, chunk: 0 })
+        Ok(Self {
+            state,
+            logits,
+            rows,
+            pools: vec![Vec::new(); texts.len()],
+            prompt_seeds,
+            in_chunk: 0,
+            chunk: 0,
+        })
     }
 
     /// Samples one token per live row from the token-level policy and feeds it
@@ -269,7 +326,11 @@ impl Run {
         let live: Vec<bool> = self.rows.iter().map(|r| !r.finished).collect();
         let mut tokens = Vec::with_capacity(self.rows.len());
         for (row, logits) in self.rows.iter_mut().zip(&host) {
-            let t = if row.finished { row.tokens.last().copied().unwrap_or(0) } else { row.sampler.sample(logits)? };
+            let t = if row.finished {
+                row.tokens.last().copied().unwrap_or(0)
+            } else {
+                row.sampler.sample(logits)?
+            };
             tokens.push(t);
         }
         guides.each(roles, |v| v.observe(&tokens, &live))?;
@@ -303,11 +364,19 @@ impl Run {
         for p in 0..self.pools.len() {
             let (keep, trace) = self.select_prompt(p, &values, config, last);
             if !trace.candidates.is_empty() {
-                on_chunk(&ChunkTrace { step: step + 1, ..trace });
+                on_chunk(&ChunkTrace {
+                    step: step + 1,
+                    ..trace
+                });
             }
             for (i, sampler) in keep {
                 let parent = &self.rows[i];
-                next_rows.push(Row { prompt: p, tokens: parent.tokens.clone(), sampler, finished: false });
+                next_rows.push(Row {
+                    prompt: p,
+                    tokens: parent.tokens.clone(),
+                    sampler,
+                    finished: false,
+                });
                 order.push(i);
             }
         }
@@ -319,24 +388,43 @@ impl Run {
 
     /// The survivors of prompt `p`: finished ones go to its pool; unfinished ones
     /// are returned as `K` child rows each `(parent row, sampler)`.
-    fn select_prompt(&mut self, p: usize, values: &[f64], config: &GuidanceConfig, last: bool) -> (Vec<(usize, Sampler)>, ChunkTrace) {
-        let mut cands: Vec<(f64, Option<usize>, Candidate)> = self
-            .pools[p]
+    fn select_prompt(
+        &mut self,
+        p: usize,
+        values: &[f64],
+        config: &GuidanceConfig,
+        last: bool,
+    ) -> (Vec<(usize, Sampler)>, ChunkTrace) {
+        let mut cands: Vec<(f64, Option<usize>, Candidate)> = self.pools[p]
             .drain(..)
             .map(|c| (c.value, None, c))
             .collect();
         for (i, row) in self.rows.iter().enumerate().filter(|(_, r)| r.prompt == p) {
-            let c = Candidate { tokens: row.tokens.clone(), value: values[i], finished: row.finished };
+            let c = Candidate {
+                tokens: row.tokens.clone(),
+                value: values[i],
+                finished: row.finished,
+            };
             cands.push((values[i], Some(i), c));
         }
         // Highest value first; ties keep the earlier candidate (stable sort).
         cands.sort_by(|a, b| b.0.partial_cmp(&a.0).unwrap_or(std::cmp::Ordering::Equal));
-        let mut trace = ChunkTrace { prompt: p, chunk: self.chunk, step: 0, candidates: Vec::new() };
+        let mut trace = ChunkTrace {
+            prompt: p,
+            chunk: self.chunk,
+            step: 0,
+            candidates: Vec::new(),
+        };
         let mut children = Vec::new();
         let s = config.rows_per_prompt();
         for (rank, (_, src, cand)) in cands.into_iter().enumerate() {
             let survived = rank < config.width;
-            trace.candidates.push(TraceCandidate { tokens: cand.tokens.clone(), value: cand.value, finished: cand.finished, survived });
+            trace.candidates.push(TraceCandidate {
+                tokens: cand.tokens.clone(),
+                value: cand.value,
+                finished: cand.finished,
+                survived,
+            });
             match (survived, src) {
                 (true, Some(i)) if !cand.finished && !last => {
                     for k in 0..config.successors {
@@ -360,7 +448,11 @@ impl Run {
     fn outputs(self) -> Vec<GuidedOutput> {
         let mut pools = self.pools;
         for row in self.rows {
-            pools[row.prompt].push(Candidate { tokens: row.tokens, value: 0.0, finished: row.finished });
+            pools[row.prompt].push(Candidate {
+                tokens: row.tokens,
+                value: 0.0,
+                finished: row.finished,
+            });
         }
         pools
             .into_iter()
@@ -368,16 +460,32 @@ impl Run {
                 let best = pool
                     .into_iter()
                     .reduce(|a, b| if b.value > a.value { b } else { a })
-                    .unwrap_or(Candidate { tokens: Vec::new(), value: 0.0, finished: false });
-                let finish = if best.finished { FinishReason::Stop } else { FinishReason::Length };
-                GuidedOutput { tokens: best.tokens, value: best.value, finish }
+                    .unwrap_or(Candidate {
+                        tokens: Vec::new(),
+                        value: 0.0,
+                        finished: false,
+                    });
+                let finish = if best.finished {
+                    FinishReason::Stop
+                } else {
+                    FinishReason::Length
+                };
+                GuidedOutput {
+                    tokens: best.tokens,
+                    value: best.value,
+                    finish,
+                }
             })
             .collect()
     }
 }
 
 /// `l_base + beta * offsets` (exactly `l_base` when `beta == 0`).
-fn policy_logits(guides: &mut Guides<'_>, base: &Tensor, token: &TokenPolicy) -> Result<Tensor, DecodeError> {
+fn policy_logits(
+    guides: &mut Guides<'_>,
+    base: &Tensor,
+    token: &TokenPolicy,
+) -> Result<Tensor, DecodeError> {
     let (role, beta) = match *token {
         TokenPolicy::Base => return Ok(base.clone()),
         TokenPolicy::Implicit { beta } => (Role::Implicit, beta),
@@ -389,7 +497,10 @@ fn policy_logits(guides: &mut Guides<'_>, base: &Tensor, token: &TokenPolicy) ->
     let guide = guides.get(role)?;
     let offsets = guide.guidance()?.ok_or_else(|| DecodeError::Config {
         field: "guides",
-        problem: format!("value function `{}` does not guide token-wise (build it with Feed::Stepped)", guide.name()),
+        problem: format!(
+            "value function `{}` does not guide token-wise (build it with Feed::Stepped)",
+            guide.name()
+        ),
     })?;
     if offsets.dims() != base.dims() {
         return Err(DecodeError::Vocabulary(format!(
@@ -403,6 +514,10 @@ fn policy_logits(guides: &mut Guides<'_>, base: &Tensor, token: &TokenPolicy) ->
 }
 
 fn select_rows(t: &Tensor, order: &[usize]) -> Result<Tensor, DecodeError> {
-    let idx = Tensor::from_vec(order.iter().map(|&r| r as u32).collect::<Vec<_>>(), order.len(), t.device())?;
+    let idx = Tensor::from_vec(
+        order.iter().map(|&r| r as u32).collect::<Vec<_>>(),
+        order.len(),
+        t.device(),
+    )?;
     Ok(t.contiguous()?.index_select(&idx, 0)?)
 }

@@ -46,7 +46,10 @@ pub struct GuidanceConfig {
 }
 
 fn invalid(field: &'static str, problem: impl Into<String>) -> DecodeError {
-    DecodeError::Config { field, problem: problem.into() }
+    DecodeError::Config {
+        field,
+        problem: problem.into(),
+    }
 }
 
 impl GuidanceConfig {
@@ -58,7 +61,10 @@ impl GuidanceConfig {
             return Err(invalid("successors", "K must be at least 1, got 0"));
         }
         if self.chunk_len == Some(0) {
-            return Err(invalid("chunk_len", "L must be at least 1 (omit it for infinity), got 0"));
+            return Err(invalid(
+                "chunk_len",
+                "L must be at least 1 (omit it for infinity), got 0",
+            ));
         }
         if self.max_new_tokens == 0 {
             return Err(invalid("max_new_tokens", "must be at least 1, got 0"));
@@ -69,7 +75,10 @@ impl GuidanceConfig {
             }
         }
         if self.chunk == ChunkRanking::None && self.width * self.successors > 1 {
-            return Err(invalid("chunk", "W*K > 1 needs a chunk ranking (implicit or explicit) to choose among candidates"));
+            return Err(invalid(
+                "chunk",
+                "W*K > 1 needs a chunk ranking (implicit or explicit) to choose among candidates",
+            ));
         }
         Ok(self.sampling.validate()?)
     }
@@ -104,7 +113,15 @@ pub enum Method {
 
 impl Method {
     pub const ALL: [Method; 9] = [
-        Self::Base, Self::BoNi, Self::BoNe, Self::EftI, Self::EftE, Self::CbsI, Self::CbsE, Self::EftICbsI, Self::Ivg,
+        Self::Base,
+        Self::BoNi,
+        Self::BoNe,
+        Self::EftI,
+        Self::EftE,
+        Self::CbsI,
+        Self::CbsE,
+        Self::EftICbsI,
+        Self::Ivg,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -127,7 +144,10 @@ impl Method {
             .find(|m| m.name() == s.to_ascii_lowercase())
             .ok_or_else(|| {
                 let known: Vec<&str> = Self::ALL.iter().map(Method::name).collect();
-                invalid("method", format!("unknown method `{s}` (known: {})", known.join(", ")))
+                invalid(
+                    "method",
+                    format!("unknown method `{s}` (known: {})", known.join(", ")),
+                )
             })
     }
 
@@ -147,7 +167,11 @@ impl Method {
             Self::EftICbsI => (T::Implicit { beta }, C::Implicit),
             Self::Ivg => (T::Implicit { beta }, C::Explicit),
         };
-        let mut c = GuidanceConfig { token, chunk, ..shape.clone() };
+        let mut c = GuidanceConfig {
+            token,
+            chunk,
+            ..shape.clone()
+        };
         match self {
             Self::Base | Self::EftI | Self::EftE => {
                 c.width = 1;

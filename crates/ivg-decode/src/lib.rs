@@ -9,6 +9,9 @@ pub mod engine;
 pub mod generate;
 pub mod guidance;
 
+pub use engine::{
+    first_token_logits, guided_generate, guided_generate_seeded, ChunkTrace, GuidedOutput, Guides,
+    TraceCandidate,
+};
 pub use generate::{generate, DecodeError, FinishReason, GenerateConfig, Generation};
-pub use engine::{first_token_logits, guided_generate, guided_generate_seeded, ChunkTrace, Guides, GuidedOutput, TraceCandidate};
 pub use guidance::{ChunkRanking, GuidanceConfig, Method, TokenPolicy};

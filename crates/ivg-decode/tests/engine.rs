@@ -6,21 +6,25 @@ use std::sync::Arc;
 
 use candle_core::Tensor;
 use ivg_decode::{
-    first_token_logits, generate, guided_generate, guided_generate_seeded, row_seed, ChunkRanking, ChunkTrace,
-    FinishReason, GenerateConfig, GuidanceConfig, Guides, Method, Sampler, SamplingConfig, TokenPolicy,
+    first_token_logits, generate, guided_generate, guided_generate_seeded, row_seed, ChunkRanking,
+    ChunkTrace, FinishReason, GenerateConfig, GuidanceConfig, Guides, Method, Sampler,
+    SamplingConfig, TokenPolicy,
 };
 use ivg_models::{load_causal_lm, CausalLm, LoadOptions, LogitsSpan};
 use ivg_tokenize::Tokenizer;
 use ivg_value::{Feed, ImplicitPair, ImplicitValue, QValue, ValueError, ValueFunction};
 
 fn model(name: &str) -> Arc<CausalLm> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../ivg-models/tests/fixtures/tiny").join(name);
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../ivg-models/tests/fixtures/tiny")
+        .join(name);
     Arc::new(load_causal_lm(&dir, &LoadOptions::default()).expect("load"))
 }
 
 /// Word-level tokenizer over `t0 .. t95` (the tiny fixtures' vocabulary).
 fn tokenizer() -> Arc<Tokenizer> {
-    let vocab: serde_json::Map<String, serde_json::Value> = (0..96).map(|i| (format!("t{i}"), i.into())).collect();
+    let vocab: serde_json::Map<String, serde_json::Value> =
+        (0..96).map(|i| (format!("t{i}"), i.into())).collect();
     let json = serde_json::json!({
         "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
         "normalizer": null, "pre_tokenizer": {"type": "WhitespaceSplit"}, "post_processor": null,
@@ -33,7 +37,9 @@ fn tokenizer() -> Arc<Tokenizer> {
 }
 
 fn ids(text: &str) -> Vec<u32> {
-    text.split_whitespace().map(|w| w[1..].parse().expect("id")).collect()
+    text.split_whitespace()
+        .map(|w| w[1..].parse().expect("id"))
+        .collect()
 }
 
 fn implicit(feed: Feed) -> ImplicitValue {
@@ -56,7 +62,11 @@ fn shape(max_new_tokens: usize) -> GuidanceConfig {
         successors: 1,
         chunk_len: None,
         max_new_tokens,
-        sampling: SamplingConfig { temperature: 0.7, top_k: None, top_p: None },
+        sampling: SamplingConfig {
+            temperature: 0.7,
+            top_k: None,
+            top_p: None,
+        },
         seed: 11,
     }
 }
@@ -73,29 +83,51 @@ fn base_ids() -> Vec<Vec<u32>> {
 
 fn last_logits(m: &CausalLm, prompt: &[u32]) -> Tensor {
     let mut s = m.new_state();
-    m.prefill(&[prompt.to_vec()], &mut s, LogitsSpan::Last).expect("forward")
+    m.prefill(&[prompt.to_vec()], &mut s, LogitsSpan::Last)
+        .expect("forward")
 }
 
 #[test]
 fn eft_samples_from_the_guided_distribution() {
     let base = model("gpt2");
     let mut value = implicit(Feed::Stepped);
-    let config = GuidanceConfig { token: TokenPolicy::Implicit { beta: 1.5 }, ..shape(1) };
-    let mut guides = Guides { base: &base, base_tokenizer: None, implicit: Some(&mut value), explicit: None };
+    let config = GuidanceConfig {
+        token: TokenPolicy::Implicit { beta: 1.5 },
+        ..shape(1)
+    };
+    let mut guides = Guides {
+        base: &base,
+        base_tokenizer: None,
+        implicit: Some(&mut value),
+        explicit: None,
+    };
     let got = first_token_logits(&mut guides, &texts(), &base_ids(), &config).expect("logits");
     for (p, prompt) in base_ids().iter().enumerate() {
         let want = (last_logits(&base, prompt)
-            + ((last_logits(&model("llama"), prompt) - last_logits(&model("qwen2"), prompt)).expect("d") * 1.5).expect("b"))
+            + ((last_logits(&model("llama"), prompt) - last_logits(&model("qwen2"), prompt))
+                .expect("d")
+                * 1.5)
+                .expect("b"))
         .expect("sum");
-        let d = (got.get(p).expect("row") - want.squeeze(0).expect("sq")).and_then(|d| d.abs()?.max_all()?.to_scalar::<f32>()).expect("d");
+        let d = (got.get(p).expect("row") - want.squeeze(0).expect("sq"))
+            .and_then(|d| d.abs()?.max_all()?.to_scalar::<f32>())
+            .expect("d");
         assert!(d < 1e-5, "prompt {p}: {d}");
     }
     // beta = 0 is the base logits exactly.
-    let zero = GuidanceConfig { token: TokenPolicy::Implicit { beta: 0.0 }, ..shape(1) };
+    let zero = GuidanceConfig {
+        token: TokenPolicy::Implicit { beta: 0.0 },
+        ..shape(1)
+    };
     let got0 = first_token_logits(&mut guides, &texts(), &base_ids(), &zero).expect("logits");
     let mut s = base.new_state();
-    let base_logits = base.prefill(&base_ids(), &mut s, LogitsSpan::Last).expect("base");
-    assert_eq!(got0.to_vec2::<f32>().expect("v"), base_logits.to_vec2::<f32>().expect("v"));
+    let base_logits = base
+        .prefill(&base_ids(), &mut s, LogitsSpan::Last)
+        .expect("base");
+    assert_eq!(
+        got0.to_vec2::<f32>().expect("v"),
+        base_logits.to_vec2::<f32>().expect("v")
+    );
 }
 
 #[test]
@@ -104,22 +136,52 @@ fn eft_draws_pass_a_chi_square_test() {
     // own seed, so the draws are independent samples of the guided distribution.
     let base = model("gpt2");
     let mut value = implicit(Feed::Stepped);
-    let config = GuidanceConfig { token: TokenPolicy::Implicit { beta: 1.0 }, sampling: SamplingConfig { temperature: 2.0, top_k: Some(5), top_p: None }, ..shape(1) };
+    let config = GuidanceConfig {
+        token: TokenPolicy::Implicit { beta: 1.0 },
+        sampling: SamplingConfig {
+            temperature: 2.0,
+            top_k: Some(5),
+            top_p: None,
+        },
+        ..shape(1)
+    };
     let n = 20_000;
     let texts = vec!["t5 t17 t3".to_string(); n];
     let prompts = vec![ids("t5 t17 t3"); n];
-    let mut guides = Guides { base: &base, base_tokenizer: None, implicit: Some(&mut value), explicit: None };
-    let logits = first_token_logits(&mut guides, &texts[..1], &prompts[..1], &config).expect("logits");
-    let probs = Sampler::new(config.sampling.clone(), 0).expect("s").distribution(&logits.get(0).expect("r").to_vec1::<f32>().expect("v")).expect("p");
-    let out = guided_generate(&mut guides, &texts, &prompts, &config, &[], &mut |_| {}).expect("run");
+    let mut guides = Guides {
+        base: &base,
+        base_tokenizer: None,
+        implicit: Some(&mut value),
+        explicit: None,
+    };
+    let logits =
+        first_token_logits(&mut guides, &texts[..1], &prompts[..1], &config).expect("logits");
+    let probs = Sampler::new(config.sampling.clone(), 0)
+        .expect("s")
+        .distribution(&logits.get(0).expect("r").to_vec1::<f32>().expect("v"))
+        .expect("p");
+    let out =
+        guided_generate(&mut guides, &texts, &prompts, &config, &[], &mut |_| {}).expect("run");
     let mut counts = vec![0usize; 96];
     for o in &out {
         counts[o.tokens[0] as usize] += 1;
     }
     let support: Vec<usize> = (0..96).filter(|&i| probs[i] > 0.0).collect();
     assert_eq!(support.len(), 5);
-    assert!(counts.iter().enumerate().all(|(i, &c)| c == 0 || probs[i] > 0.0), "drew outside top-k");
-    let chi2: f64 = support.iter().map(|&i| { let e = probs[i] * n as f64; (counts[i] as f64 - e).powi(2) / e }).sum();
+    assert!(
+        counts
+            .iter()
+            .enumerate()
+            .all(|(i, &c)| c == 0 || probs[i] > 0.0),
+        "drew outside top-k"
+    );
+    let chi2: f64 = support
+        .iter()
+        .map(|&i| {
+            let e = probs[i] * n as f64;
+            (counts[i] as f64 - e).powi(2) / e
+        })
+        .sum();
     // Critical value of chi-square with 4 degrees of freedom at 1% (NIST table 1.3.6.7.4).
     assert!(chi2 < 13.277, "chi2 {chi2}, counts {counts:?}");
 }
@@ -128,10 +190,32 @@ fn eft_draws_pass_a_chi_square_test() {
 fn cbs_with_one_beam_reproduces_base_sampling() {
     let base = model("llama");
     let mut value = implicit(Feed::Chunked);
-    let config = GuidanceConfig { chunk: ChunkRanking::Implicit, chunk_len: Some(3), ..shape(12) };
-    let mut guides = Guides { base: &base, base_tokenizer: None, implicit: Some(&mut value), explicit: None };
-    let cbs = guided_generate(&mut guides, &texts(), &base_ids(), &config, &[], &mut |_| {}).expect("cbs");
-    let gen = GenerateConfig { max_new_tokens: 12, sampling: config.sampling.clone(), seed: config.seed, stop_ids: vec![] };
+    let config = GuidanceConfig {
+        chunk: ChunkRanking::Implicit,
+        chunk_len: Some(3),
+        ..shape(12)
+    };
+    let mut guides = Guides {
+        base: &base,
+        base_tokenizer: None,
+        implicit: Some(&mut value),
+        explicit: None,
+    };
+    let cbs = guided_generate(
+        &mut guides,
+        &texts(),
+        &base_ids(),
+        &config,
+        &[],
+        &mut |_| {},
+    )
+    .expect("cbs");
+    let gen = GenerateConfig {
+        max_new_tokens: 12,
+        sampling: config.sampling.clone(),
+        seed: config.seed,
+        stop_ids: vec![],
+    };
     let plain = generate(&base, &base_ids(), &gen, &mut |_, _| {}).expect("base");
     for (c, b) in cbs.iter().zip(&plain) {
         assert_eq!(c.tokens, b.tokens);
@@ -141,21 +225,48 @@ fn cbs_with_one_beam_reproduces_base_sampling() {
 #[test]
 fn bon_is_cbs_with_one_survivor_and_infinite_chunks() {
     let base = model("llama");
-    let beam = GuidanceConfig { width: 2, successors: 2, chunk_len: Some(4), ..shape(8) };
+    let beam = GuidanceConfig {
+        width: 2,
+        successors: 2,
+        chunk_len: Some(4),
+        ..shape(8)
+    };
     let bon = Method::BoNi.config(&beam, 1.0);
-    let cbs = GuidanceConfig { token: TokenPolicy::Base, chunk: ChunkRanking::Implicit, width: 1, successors: 4, chunk_len: None, ..shape(8) };
+    let cbs = GuidanceConfig {
+        token: TokenPolicy::Base,
+        chunk: ChunkRanking::Implicit,
+        width: 1,
+        successors: 4,
+        chunk_len: None,
+        ..shape(8)
+    };
     assert_eq!(bon, cbs);
     let mut value = implicit(Feed::Chunked);
-    let mut guides = Guides { base: &base, base_tokenizer: None, implicit: Some(&mut value), explicit: None };
+    let mut guides = Guides {
+        base: &base,
+        base_tokenizer: None,
+        implicit: Some(&mut value),
+        explicit: None,
+    };
     let mut traces: Vec<ChunkTrace> = Vec::new();
-    let out = guided_generate(&mut guides, &texts(), &base_ids(), &bon, &[], &mut |t| traces.push(t.clone())).expect("bon");
+    let out = guided_generate(&mut guides, &texts(), &base_ids(), &bon, &[], &mut |t| {
+        traces.push(t.clone())
+    })
+    .expect("bon");
     // One ranking per prompt, over N = 4 candidates, and the best one is returned.
     assert_eq!(traces.len(), 3);
     for t in &traces {
         assert_eq!(t.candidates.len(), 4);
-        let best = t.candidates.iter().map(|c| c.value).fold(f64::NEG_INFINITY, f64::max);
+        let best = t
+            .candidates
+            .iter()
+            .map(|c| c.value)
+            .fold(f64::NEG_INFINITY, f64::max);
         assert_eq!(out[t.prompt].value, best);
-        assert!(t.candidates.iter().any(|c| c.survived && c.tokens == out[t.prompt].tokens));
+        assert!(t
+            .candidates
+            .iter()
+            .any(|c| c.survived && c.tokens == out[t.prompt].tokens));
     }
 }
 
@@ -192,8 +303,16 @@ impl ValueFunction for Rule {
     }
     fn values(&mut self) -> Result<Vec<f64>, ValueError> {
         Ok(match self.stop.is_empty() {
-            false => self.ended.iter().map(|&e| if e { 10.0 } else { 0.0 }).collect(),
-            true => self.tokens.iter().map(|t| t.iter().filter(|&&x| x % 4 == 0).count() as f64).collect(),
+            false => self
+                .ended
+                .iter()
+                .map(|&e| if e { 10.0 } else { 0.0 })
+                .collect(),
+            true => self
+                .tokens
+                .iter()
+                .map(|t| t.iter().filter(|&&x| x % 4 == 0).count() as f64)
+                .collect(),
         })
     }
 }
@@ -201,26 +320,56 @@ impl ValueFunction for Rule {
 #[test]
 fn cbs_selects_what_the_value_rewards() {
     let base = model("llama");
-    let mut rule = Rule { tokens: vec![], ended: vec![], stop: vec![] };
+    let mut rule = Rule {
+        tokens: vec![],
+        ended: vec![],
+        stop: vec![],
+    };
     let config = GuidanceConfig {
         chunk: ChunkRanking::Explicit,
         width: 1,
         successors: 16,
         chunk_len: Some(1),
-        sampling: SamplingConfig { temperature: 3.0, top_k: None, top_p: None },
+        sampling: SamplingConfig {
+            temperature: 3.0,
+            top_k: None,
+            top_p: None,
+        },
         ..shape(10)
     };
-    let mut guides = Guides { base: &base, base_tokenizer: None, implicit: None, explicit: Some(&mut rule) };
+    let mut guides = Guides {
+        base: &base,
+        base_tokenizer: None,
+        implicit: None,
+        explicit: Some(&mut rule),
+    };
     let mut traces = Vec::new();
-    let out = guided_generate(&mut guides, &texts(), &base_ids(), &config, &[], &mut |t| traces.push(t.clone())).expect("cbs");
+    let out = guided_generate(&mut guides, &texts(), &base_ids(), &config, &[], &mut |t| {
+        traces.push(t.clone())
+    })
+    .expect("cbs");
     for o in &out {
         let hits = o.tokens.iter().filter(|&&t| t % 4 == 0).count();
         assert!(hits >= 9, "{:?}", o.tokens);
     }
     for t in &traces {
-        let kept = t.candidates.iter().filter(|c| c.survived).map(|c| c.value).fold(f64::INFINITY, f64::min);
-        let dropped = t.candidates.iter().filter(|c| !c.survived).map(|c| c.value).fold(f64::NEG_INFINITY, f64::max);
-        assert!(kept >= dropped, "global top-W violated at chunk {}", t.chunk);
+        let kept = t
+            .candidates
+            .iter()
+            .filter(|c| c.survived)
+            .map(|c| c.value)
+            .fold(f64::INFINITY, f64::min);
+        let dropped = t
+            .candidates
+            .iter()
+            .filter(|c| !c.survived)
+            .map(|c| c.value)
+            .fold(f64::NEG_INFINITY, f64::max);
+        assert!(
+            kept >= dropped,
+            "global top-W violated at chunk {}",
+            t.chunk
+        );
     }
 }
 
@@ -228,17 +377,38 @@ fn cbs_selects_what_the_value_rewards() {
 fn finished_candidates_survive_and_win() {
     let base = model("llama");
     let stops: Vec<u32> = (0..96).step_by(8).collect();
-    let mut rule = Rule { tokens: vec![], ended: vec![], stop: stops.clone() };
+    let mut rule = Rule {
+        tokens: vec![],
+        ended: vec![],
+        stop: stops.clone(),
+    };
     let config = GuidanceConfig {
         chunk: ChunkRanking::Explicit,
         width: 2,
         successors: 4,
         chunk_len: Some(2),
-        sampling: SamplingConfig { temperature: 5.0, top_k: None, top_p: None },
+        sampling: SamplingConfig {
+            temperature: 5.0,
+            top_k: None,
+            top_p: None,
+        },
         ..shape(40)
     };
-    let mut guides = Guides { base: &base, base_tokenizer: None, implicit: None, explicit: Some(&mut rule) };
-    let out = guided_generate(&mut guides, &texts(), &base_ids(), &config, &stops, &mut |_| {}).expect("cbs");
+    let mut guides = Guides {
+        base: &base,
+        base_tokenizer: None,
+        implicit: None,
+        explicit: Some(&mut rule),
+    };
+    let out = guided_generate(
+        &mut guides,
+        &texts(),
+        &base_ids(),
+        &config,
+        &stops,
+        &mut |_| {},
+    )
+    .expect("cbs");
     for o in &out {
         assert_eq!(o.finish, FinishReason::Stop, "{:?}", o.tokens);
         assert!(stops.contains(o.tokens.last().expect("token")));
@@ -260,9 +430,31 @@ fn batching_prompts_changes_nothing() {
     let seeds: Vec<u64> = (0..3).map(|p| row_seed(99, p)).collect();
     let run = |texts: &[String], prompts: &[Vec<u32>], seeds: &[u64]| {
         let mut imp = implicit(Feed::Stepped);
-        let mut q = QValue::new("q", model("gpt2"), "{prompt}", tokenizer(), 1.0, Feed::Chunked).expect("q");
-        let mut guides = Guides { base: &base, base_tokenizer: None, implicit: Some(&mut imp), explicit: Some(&mut q) };
-        guided_generate_seeded(&mut guides, texts, prompts, seeds, &config, &[], &mut |_| {}).expect("run")
+        let mut q = QValue::new(
+            "q",
+            model("gpt2"),
+            "{prompt}",
+            tokenizer(),
+            1.0,
+            Feed::Chunked,
+        )
+        .expect("q");
+        let mut guides = Guides {
+            base: &base,
+            base_tokenizer: None,
+            implicit: Some(&mut imp),
+            explicit: Some(&mut q),
+        };
+        guided_generate_seeded(
+            &mut guides,
+            texts,
+            prompts,
+            seeds,
+            &config,
+            &[],
+            &mut |_| {},
+        )
+        .expect("run")
     };
     let batch = run(&texts(), &base_ids(), &seeds);
     for p in 0..3 {
@@ -277,25 +469,95 @@ fn bad_settings_are_refused() {
     let base = model("llama");
     let mut value = implicit(Feed::Chunked);
     let cases: Vec<(GuidanceConfig, &str)> = vec![
-        (GuidanceConfig { width: 0, chunk: ChunkRanking::Implicit, ..shape(4) }, "width"),
-        (GuidanceConfig { successors: 0, chunk: ChunkRanking::Implicit, ..shape(4) }, "successors"),
-        (GuidanceConfig { chunk_len: Some(0), chunk: ChunkRanking::Implicit, ..shape(4) }, "chunk_len"),
-        (GuidanceConfig { token: TokenPolicy::Implicit { beta: f64::NAN }, ..shape(4) }, "beta"),
-        (GuidanceConfig { token: TokenPolicy::Explicit { beta: f64::INFINITY }, ..shape(4) }, "beta"),
-        (GuidanceConfig { width: 2, ..shape(4) }, "chunk"),
+        (
+            GuidanceConfig {
+                width: 0,
+                chunk: ChunkRanking::Implicit,
+                ..shape(4)
+            },
+            "width",
+        ),
+        (
+            GuidanceConfig {
+                successors: 0,
+                chunk: ChunkRanking::Implicit,
+                ..shape(4)
+            },
+            "successors",
+        ),
+        (
+            GuidanceConfig {
+                chunk_len: Some(0),
+                chunk: ChunkRanking::Implicit,
+                ..shape(4)
+            },
+            "chunk_len",
+        ),
+        (
+            GuidanceConfig {
+                token: TokenPolicy::Implicit { beta: f64::NAN },
+                ..shape(4)
+            },
+            "beta",
+        ),
+        (
+            GuidanceConfig {
+                token: TokenPolicy::Explicit {
+                    beta: f64::INFINITY,
+                },
+                ..shape(4)
+            },
+            "beta",
+        ),
+        (
+            GuidanceConfig {
+                width: 2,
+                ..shape(4)
+            },
+            "chunk",
+        ),
     ];
     for (config, field) in cases {
-        let mut guides = Guides { base: &base, base_tokenizer: None, implicit: Some(&mut value), explicit: None };
-        let err = guided_generate(&mut guides, &texts(), &base_ids(), &config, &[], &mut |_| {}).expect_err("invalid");
+        let mut guides = Guides {
+            base: &base,
+            base_tokenizer: None,
+            implicit: Some(&mut value),
+            explicit: None,
+        };
+        let err = guided_generate(
+            &mut guides,
+            &texts(),
+            &base_ids(),
+            &config,
+            &[],
+            &mut |_| {},
+        )
+        .expect_err("invalid");
         assert!(err.to_string().contains(field), "{field}: {err}");
     }
     // A chunked implicit value cannot guide token-wise; a missing explicit value is named.
-    let mut guides = Guides { base: &base, base_tokenizer: None, implicit: Some(&mut value), explicit: None };
-    let eft = GuidanceConfig { token: TokenPolicy::Implicit { beta: 1.0 }, ..shape(2) };
-    let err = guided_generate(&mut guides, &texts(), &base_ids(), &eft, &[], &mut |_| {}).expect_err("chunked guide");
+    let mut guides = Guides {
+        base: &base,
+        base_tokenizer: None,
+        implicit: Some(&mut value),
+        explicit: None,
+    };
+    let eft = GuidanceConfig {
+        token: TokenPolicy::Implicit { beta: 1.0 },
+        ..shape(2)
+    };
+    let err = guided_generate(&mut guides, &texts(), &base_ids(), &eft, &[], &mut |_| {})
+        .expect_err("chunked guide");
     assert!(err.to_string().contains("Stepped"), "{err}");
-    let cbse = GuidanceConfig { chunk: ChunkRanking::Explicit, ..shape(2) };
-    let err = guided_generate(&mut guides, &texts(), &base_ids(), &cbse, &[], &mut |_| {}).expect_err("missing");
+    let cbse = GuidanceConfig {
+        chunk: ChunkRanking::Explicit,
+        ..shape(2)
+    };
+    let err = guided_generate(&mut guides, &texts(), &base_ids(), &cbse, &[], &mut |_| {})
+        .expect_err("missing");
     assert!(err.to_string().contains("explicit"), "{err}");
-    assert!(Method::from_name("dexperts").expect_err("unknown").to_string().contains("unknown method"));
+    assert!(Method::from_name("dexperts")
+        .expect_err("unknown")
+        .to_string()
+        .contains("unknown method"));
 }

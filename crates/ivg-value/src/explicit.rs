@@ -36,7 +36,10 @@ impl QValue {
     ) -> Result<Self, ValueError> {
         let name = name.into();
         if !beta_v.is_finite() {
-            return Err(ValueError::Invalid { name, problem: format!("beta_v must be finite, got {beta_v}") });
+            return Err(ValueError::Invalid {
+                name,
+                problem: format!("beta_v must be finite, got {beta_v}"),
+            });
         }
         Ok(Self {
             name,

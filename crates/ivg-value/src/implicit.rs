@@ -42,13 +42,24 @@ pub struct ImplicitValue {
 }
 
 impl ImplicitValue {
-    pub fn new(name: impl Into<String>, pairs: Vec<ImplicitPair>, beta_v: f64, feed: Feed) -> Result<Self, ValueError> {
+    pub fn new(
+        name: impl Into<String>,
+        pairs: Vec<ImplicitPair>,
+        beta_v: f64,
+        feed: Feed,
+    ) -> Result<Self, ValueError> {
         let name = name.into();
         if pairs.is_empty() {
-            return Err(ValueError::Invalid { name, problem: "needs at least one tuned/reference pair".into() });
+            return Err(ValueError::Invalid {
+                name,
+                problem: "needs at least one tuned/reference pair".into(),
+            });
         }
         if !beta_v.is_finite() {
-            return Err(ValueError::Invalid { name, problem: format!("beta_v must be finite, got {beta_v}") });
+            return Err(ValueError::Invalid {
+                name,
+                problem: format!("beta_v must be finite, got {beta_v}"),
+            });
         }
         let pairs = pairs
             .into_iter()
@@ -58,11 +69,23 @@ impl ImplicitValue {
                 pair,
             })
             .collect();
-        Ok(Self { name, pairs, beta_v, feed, sums: Vec::new(), buffer: Vec::new() })
+        Ok(Self {
+            name,
+            pairs,
+            beta_v,
+            feed,
+            sums: Vec::new(),
+            buffer: Vec::new(),
+        })
     }
 
     /// Adds `sum_i w_i * log-ratio` of `tokens` predicted by the given logits.
-    fn accumulate(&mut self, per_pair: &[(Tensor, Tensor)], tokens: &[u32], live: &[bool]) -> Result<(), ValueError> {
+    fn accumulate(
+        &mut self,
+        per_pair: &[(Tensor, Tensor)],
+        tokens: &[u32],
+        live: &[bool],
+    ) -> Result<(), ValueError> {
         for ((tuned, reference), ps) in per_pair.iter().zip(&self.pairs) {
             let lt = token_log_probs(tuned, tokens)?;
             let lr = token_log_probs(reference, tokens)?;
@@ -90,7 +113,12 @@ impl ImplicitValue {
             let live: Vec<bool> = lens.iter().map(|&l| k < l).collect();
             let at_k: Vec<(Tensor, Tensor)> = predicted
                 .iter()
-                .map(|(t, r)| Ok((t.narrow(1, k, 1)?.squeeze(1)?, r.narrow(1, k, 1)?.squeeze(1)?)))
+                .map(|(t, r)| {
+                    Ok((
+                        t.narrow(1, k, 1)?.squeeze(1)?,
+                        r.narrow(1, k, 1)?.squeeze(1)?,
+                    ))
+                })
                 .collect::<Result<_, candle_core::Error>>()?;
             self.accumulate(&at_k, &tokens, &live)?;
         }

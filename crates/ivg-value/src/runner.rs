@@ -38,7 +38,10 @@ impl GuideRunner {
     /// Encodes one prompt per row (left-padded batch) into a fresh state.
     pub fn prefill(&mut self, prompts: &[Vec<u32>]) -> Result<(), ValueError> {
         self.state = self.model.new_state();
-        self.pending = Some(self.model.prefill(prompts, &mut self.state, LogitsSpan::Last)?);
+        self.pending = Some(
+            self.model
+                .prefill(prompts, &mut self.state, LogitsSpan::Last)?,
+        );
         Ok(())
     }
 

@@ -10,13 +10,16 @@ use ivg_tokenize::Tokenizer;
 use ivg_value::{Feed, ImplicitPair, ImplicitValue, QValue, ValueFunction};
 
 fn model(name: &str) -> Arc<CausalLm> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../ivg-models/tests/fixtures/tiny").join(name);
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../ivg-models/tests/fixtures/tiny")
+        .join(name);
     Arc::new(load_causal_lm(&dir, &LoadOptions::default()).expect("load"))
 }
 
 /// A word-level tokenizer over `t0 .. t95`, matching the tiny fixtures' vocabulary.
 fn tokenizer() -> Arc<Tokenizer> {
-    let vocab: serde_json::Map<String, serde_json::Value> = (0..96).map(|i| (format!("t{i}"), i.into())).collect();
+    let vocab: serde_json::Map<String, serde_json::Value> =
+        (0..96).map(|i| (format!("t{i}"), i.into())).collect();
     let json = serde_json::json!({
         "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
         "normalizer": null, "pre_tokenizer": {"type": "WhitespaceSplit"}, "post_processor": null,
@@ -29,28 +32,47 @@ fn tokenizer() -> Arc<Tokenizer> {
 }
 
 fn ids(text: &str) -> Vec<u32> {
-    text.split_whitespace().map(|w| w[1..].parse().expect("id")).collect()
+    text.split_whitespace()
+        .map(|w| w[1..].parse().expect("id"))
+        .collect()
 }
 
 /// Cache-free log-probabilities of `response` after `prompt`.
 fn naive_log_probs(m: &CausalLm, prompt: &[u32], response: &[u32]) -> Vec<f64> {
     let full: Vec<u32> = prompt.iter().chain(response).copied().collect();
     let mut state = m.new_state();
-    let logits = m.prefill(&[full], &mut state, LogitsSpan::All).expect("forward").squeeze(0).expect("sq");
+    let logits = m
+        .prefill(&[full], &mut state, LogitsSpan::All)
+        .expect("forward")
+        .squeeze(0)
+        .expect("sq");
     let lp = candle_nn::ops::log_softmax(&logits, candle_core::D::Minus1).expect("lsm");
     response
         .iter()
         .enumerate()
-        .map(|(k, &t)| lp.get(prompt.len() + k - 1).and_then(|r| r.get(t as usize)).and_then(|v| v.to_scalar::<f32>()).expect("lp") as f64)
+        .map(|(k, &t)| {
+            lp.get(prompt.len() + k - 1)
+                .and_then(|r| r.get(t as usize))
+                .and_then(|v| v.to_scalar::<f32>())
+                .expect("lp") as f64
+        })
         .collect()
 }
 
 fn naive_q(m: &CausalLm, prompt: &[u32], response: &[u32]) -> f64 {
     let full: Vec<u32> = prompt.iter().chain(response).copied().collect();
     let mut state = m.new_state();
-    let logits = m.prefill(&[full.clone()], &mut state, LogitsSpan::All).expect("forward").squeeze(0).expect("sq");
+    let logits = m
+        .prefill(&[full.clone()], &mut state, LogitsSpan::All)
+        .expect("forward")
+        .squeeze(0)
+        .expect("sq");
     let last = *response.last().expect("token");
-    logits.get(full.len() - 2).and_then(|r| r.get(last as usize)).and_then(|v| v.to_scalar::<f32>()).expect("q") as f64
+    logits
+        .get(full.len() - 2)
+        .and_then(|r| r.get(last as usize))
+        .and_then(|v| v.to_scalar::<f32>())
+        .expect("q") as f64
 }
 
 const PROMPTS: [&str; 2] = ["t5 t17 t3", "t40 t41 t42 t43 t44"];
@@ -68,7 +90,9 @@ fn drive(v: &mut dyn ValueFunction) -> Vec<(Vec<f64>, Vec<(usize, Vec<u32>)>)> {
     let mut out = Vec::new();
     for chunk in 0..3 {
         for k in 0..4 {
-            let tokens: Vec<u32> = (0..4).map(|r| ((chunk * 31 + k * 7 + r * 13) % 96) as u32).collect();
+            let tokens: Vec<u32> = (0..4)
+                .map(|r| ((chunk * 31 + k * 7 + r * 13) % 96) as u32)
+                .collect();
             for (r, row) in rows.iter_mut().enumerate() {
                 if live[r] {
                     row.1.push(tokens[r]);
@@ -109,11 +133,16 @@ fn implicit_values_equal_reencoding() {
         for (values, rows) in drive(&mut v) {
             for (r, (p, response)) in rows.iter().enumerate() {
                 let prompt = ids(PROMPTS[*p]);
-                let tuned_prompt: Vec<u32> = [1, 2].into_iter().chain(prompt.iter().copied()).collect();
+                let tuned_prompt: Vec<u32> =
+                    [1, 2].into_iter().chain(prompt.iter().copied()).collect();
                 let lt = naive_log_probs(&tuned, &tuned_prompt, response);
                 let lr = naive_log_probs(&reference, &prompt, response);
                 let want = 2.0 * 0.5 * lt.iter().zip(&lr).map(|(a, b)| a - b).sum::<f64>();
-                assert!((values[r] - want).abs() < 1e-4, "{feed:?} row {r}: {} vs {want}", values[r]);
+                assert!(
+                    (values[r] - want).abs() < 1e-4,
+                    "{feed:?} row {r}: {} vs {want}",
+                    values[r]
+                );
             }
         }
     }
@@ -127,7 +156,11 @@ fn q_values_equal_reencoding() {
         for (values, rows) in drive(&mut v) {
             for (r, (p, response)) in rows.iter().enumerate() {
                 let want = 0.5 * naive_q(&q, &ids(PROMPTS[*p]), response);
-                assert!((values[r] - want).abs() < 1e-4, "{feed:?} row {r}: {} vs {want}", values[r]);
+                assert!(
+                    (values[r] - want).abs() < 1e-4,
+                    "{feed:?} row {r}: {} vs {want}",
+                    values[r]
+                );
             }
         }
     }
@@ -140,20 +173,41 @@ fn guidance_is_the_weighted_logit_difference() {
     let g = v.guidance().expect("guidance").expect("stepped guides");
     let (tuned, reference) = (model("llama"), model("qwen2"));
     let mut st = tuned.new_state();
-    let lt = tuned.prefill(&[ids("t1 t2 t5 t17 t3")], &mut st, LogitsSpan::Last).expect("t");
+    let lt = tuned
+        .prefill(&[ids("t1 t2 t5 t17 t3")], &mut st, LogitsSpan::Last)
+        .expect("t");
     let mut sr = reference.new_state();
-    let lr = reference.prefill(&[ids("t5 t17 t3")], &mut sr, LogitsSpan::Last).expect("r");
+    let lr = reference
+        .prefill(&[ids("t5 t17 t3")], &mut sr, LogitsSpan::Last)
+        .expect("r");
     let want = ((lt - lr).expect("diff") * 0.5).expect("w");
     let got = g.get(0).expect("row").unsqueeze(0).expect("u");
-    let d = (got - want).and_then(|d| d.abs()).and_then(|d| d.max_all()).and_then(|d| d.to_scalar::<f32>()).expect("d");
+    let d = (got - want)
+        .and_then(|d| d.abs())
+        .and_then(|d| d.max_all())
+        .and_then(|d| d.to_scalar::<f32>())
+        .expect("d");
     assert!(d < 1e-5, "{d}");
     assert!(implicit(Feed::Chunked).guidance().expect("ok").is_none());
 }
 
 #[test]
 fn invalid_settings_are_refused() {
-    let err = ImplicitValue::new("x", vec![], 1.0, Feed::Chunked).err().expect("error").to_string();
+    let err = ImplicitValue::new("x", vec![], 1.0, Feed::Chunked)
+        .err()
+        .expect("error")
+        .to_string();
     assert!(err.contains("pair"), "{err}");
-    let err = QValue::new("q", model("gpt2"), "{prompt}", tokenizer(), f64::NAN, Feed::Chunked).err().expect("error").to_string();
+    let err = QValue::new(
+        "q",
+        model("gpt2"),
+        "{prompt}",
+        tokenizer(),
+        f64::NAN,
+        Feed::Chunked,
+    )
+    .err()
+    .expect("error")
+    .to_string();
     assert!(err.contains("beta_v"), "{err}");
 }

@@ -1,0 +1,259 @@
+//! `ivg generate --method ...`: builds the value functions a method needs and
+//! runs the guided engine; `--trace FILE` writes every chunk boundary as JSONL.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use ivg_decode::{
+    guided_generate, ChunkRanking, ChunkTrace, GuidanceConfig, Guides, Method, SamplingConfig,
+    TokenPolicy,
+};
+use ivg_value::{Feed, ImplicitPair, ImplicitValue, QValue, ValueFunction};
+
+use crate::load::{load_lm, LoadedLm};
+
+/// Guide models and templates (`{prompt}` marks where the prompt text goes).
+#[derive(clap::Args, Clone)]
+pub struct GuideArgs {
+    /// Method of the paper's matrix: base, boni, bone, efti, efte, cbsi, cbse, efti+cbsi, ivg.
+    #[arg(long, default_value = "base")]
+    pub method: String,
+    /// A guidance configuration file (TOML or JSON): overrides --method and the beam flags.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Tuned small model (implicit value numerator).
+    #[arg(long)]
+    pub tuned: Option<PathBuf>,
+    /// Reference small model (implicit value denominator); defaults to --tuned.
+    #[arg(long = "ref")]
+    pub reference: Option<PathBuf>,
+    /// Explicit value model: a causal-LM checkpoint whose lm_head is the Q head.
+    #[arg(long)]
+    pub value: Option<PathBuf>,
+    #[arg(long, default_value = "{prompt}")]
+    pub base_template: String,
+    #[arg(long, default_value = "{prompt}")]
+    pub tuned_template: String,
+    #[arg(long, default_value = "{prompt}")]
+    pub ref_template: String,
+    #[arg(long, default_value = "{prompt}")]
+    pub value_template: String,
+    /// EFT strength beta (token level).
+    #[arg(long, default_value_t = 1.0)]
+    pub beta: f64,
+    /// Scale of the chunk-level values.
+    #[arg(long, default_value_t = 1.0)]
+    pub beta_v: f64,
+    /// Beam width W.
+    #[arg(long, default_value_t = 4)]
+    pub width: usize,
+    /// Successors K per survivor.
+    #[arg(long, default_value_t = 4)]
+    pub successors: usize,
+    /// Chunk length L (0 = infinity).
+    #[arg(long, default_value_t = 5)]
+    pub chunk_len: usize,
+    /// Write every chunk boundary's candidates, values and survivors as JSONL.
+    #[arg(long)]
+    pub trace: Option<PathBuf>,
+}
+
+/// The guidance configuration from a file or from the flags.
+pub fn guidance_config(
+    args: &GuideArgs,
+    max_new_tokens: usize,
+    sampling: SamplingConfig,
+    seed: u64,
+) -> Result<GuidanceConfig> {
+    if let Some(path) = &args.config {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let config: GuidanceConfig = if path.extension().is_some_and(|e| e == "json") {
+            serde_json::from_str(&text)
+                .with_context(|| format!("{}: invalid guidance config", path.display()))?
+        } else {
+            toml::from_str(&text)
+                .with_context(|| format!("{}: invalid guidance config", path.display()))?
+        };
+        config
+            .validate()
+            .with_context(|| format!("{}", path.display()))?;
+        return Ok(config);
+    }
+    let method = Method::from_name(&args.method)?;
+    let shape = GuidanceConfig {
+        token: TokenPolicy::Base,
+        chunk: ChunkRanking::None,
+        width: args.width,
+        successors: args.successors,
+        chunk_len: (args.chunk_len > 0).then_some(args.chunk_len),
+        max_new_tokens,
+        sampling,
+        seed,
+    };
+    let config = method.config(&shape, args.beta);
+    config.validate()?;
+    Ok(config)
+}
+
+fn needs(config: &GuidanceConfig) -> (Option<Feed>, Option<Feed>) {
+    let implicit_token = matches!(config.token, TokenPolicy::Implicit { .. });
+    let explicit_token = matches!(config.token, TokenPolicy::Explicit { .. });
+    let feed = |token: bool, chunk: bool| match (token, chunk) {
+        (true, _) => Some(Feed::Stepped),
+        (false, true) => Some(Feed::Chunked),
+        _ => None,
+    };
+    (
+        feed(implicit_token, config.chunk == ChunkRanking::Implicit),
+        feed(explicit_token, config.chunk == ChunkRanking::Explicit),
+    )
+}
+
+fn load_guide(path: &Option<PathBuf>, flag: &str) -> Result<LoadedLm> {
+    match path {
+        Some(p) => load_lm(p, false),
+        None => bail!("this method needs {flag} PATH"),
+    }
+}
+
+/// Builds the implicit and explicit value functions the config uses.
+pub fn build_values(
+    args: &GuideArgs,
+    config: &GuidanceConfig,
+) -> Result<(Option<ImplicitValue>, Option<QValue>)> {
+    let (implicit_feed, explicit_feed) = needs(config);
+    let implicit = match implicit_feed {
+        None => None,
+        Some(feed) => {
+            let tuned = load_guide(&args.tuned, "--tuned")?;
+            let tuned_model = Arc::new(tuned.model);
+            // One model under two templates (a training-free pair) is loaded once.
+            let reference = match &args.reference {
+                Some(p) if Some(p) != args.tuned.as_ref() => Arc::new(load_lm(p, false)?.model),
+                _ => tuned_model.clone(),
+            };
+            let pair = ImplicitPair {
+                tuned: tuned_model,
+                tuned_template: args.tuned_template.clone(),
+                reference,
+                reference_template: args.ref_template.clone(),
+                tokenizer: Arc::new(tuned.tokenizer),
+                weight: 1.0,
+            };
+            Some(ImplicitValue::new(
+                "implicit",
+                vec![pair],
+                args.beta_v,
+                feed,
+            )?)
+        }
+    };
+    let explicit = match explicit_feed {
+        None => None,
+        Some(feed) => {
+            let v = load_guide(&args.value, "--value")?;
+            Some(QValue::new(
+                "explicit",
+                Arc::new(v.model),
+                args.value_template.clone(),
+                Arc::new(v.tokenizer),
+                args.beta_v,
+                feed,
+            )?)
+        }
+    };
+    Ok((implicit, explicit))
+}
+
+/// Runs the engine and prints each prompt's best candidate with its value.
+pub fn run(
+    base: &LoadedLm,
+    args: &GuideArgs,
+    texts: &[String],
+    base_prompts: &[Vec<u32>],
+    config: &GuidanceConfig,
+) -> Result<()> {
+    let (mut implicit, mut explicit) = build_values(args, config)?;
+    let mut guides = Guides {
+        base: &base.model,
+        base_tokenizer: Some(&base.tokenizer),
+        implicit: implicit.as_mut().map(|v| v as &mut dyn ValueFunction),
+        explicit: explicit.as_mut().map(|v| v as &mut dyn ValueFunction),
+    };
+    let mut trace = TraceWriter::open(args.trace.as_deref(), base)?;
+    let outputs = guided_generate(
+        &mut guides,
+        texts,
+        base_prompts,
+        config,
+        &base.stop_ids(),
+        &mut |t| trace.write(t),
+    )?;
+    trace.finish()?;
+    for (i, (text, out)) in texts.iter().zip(&outputs).enumerate() {
+        let completion = base.tokenizer.decode(&out.tokens, true)?;
+        println!(
+            "### {i}: {text}\n{completion}\n(value {:.4}, {:?})\n",
+            out.value, out.finish
+        );
+    }
+    Ok(())
+}
+
+/// JSONL trace sink; the first write error is kept and reported at the end.
+struct TraceWriter<'a> {
+    out: Option<std::io::BufWriter<std::fs::File>>,
+    lm: &'a LoadedLm,
+    error: Option<anyhow::Error>,
+}
+
+impl<'a> TraceWriter<'a> {
+    fn open(path: Option<&Path>, lm: &'a LoadedLm) -> Result<Self> {
+        let out = match path {
+            Some(p) => Some(std::io::BufWriter::new(
+                std::fs::File::create(p)
+                    .with_context(|| format!("creating trace file {}", p.display()))?,
+            )),
+            None => None,
+        };
+        Ok(Self {
+            out,
+            lm,
+            error: None,
+        })
+    }
+
+    fn write(&mut self, t: &ChunkTrace) {
+        let Some(out) = self.out.as_mut() else { return };
+        if self.error.is_some() {
+            return;
+        }
+        let texts: Vec<String> = t
+            .candidates
+            .iter()
+            .map(|c| {
+                self.lm
+                    .tokenizer
+                    .decode(&c.tokens, false)
+                    .unwrap_or_default()
+            })
+            .collect();
+        let line = serde_json::json!({ "trace": t, "texts": texts });
+        if let Err(e) = writeln!(out, "{line}") {
+            self.error = Some(e.into());
+        }
+    }
+
+    fn finish(self) -> Result<()> {
+        if let Some(e) = self.error {
+            return Err(e.context("writing the trace"));
+        }
+        if let Some(mut out) = self.out {
+            out.flush()?;
+        }
+        Ok(())
+    }
+}
