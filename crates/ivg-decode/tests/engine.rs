@@ -561,3 +561,54 @@ fn bad_settings_are_refused() {
         .to_string()
         .contains("unknown method"));
 }
+
+#[test]
+fn token_guidance_refuses_a_different_vocabulary() {
+    let base = model("llama");
+    let base_tok = tokenizer();
+    // The guide's vocabulary differs in one token string (id 42).
+    let vocab: serde_json::Map<String, serde_json::Value> = (0..96)
+        .map(|i| {
+            (
+                if i == 42 {
+                    "other".to_string()
+                } else {
+                    format!("t{i}")
+                },
+                i.into(),
+            )
+        })
+        .collect();
+    let json = serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+        "normalizer": null, "pre_tokenizer": {"type": "WhitespaceSplit"}, "post_processor": null,
+        "decoder": null, "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "t0"}
+    });
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("tokenizer.json");
+    std::fs::write(&path, json.to_string()).expect("write");
+    let other = Arc::new(Tokenizer::from_file(&path).expect("tokenizer"));
+    let pair = ImplicitPair {
+        tuned: model("llama"),
+        tuned_template: "{prompt}".into(),
+        reference: model("qwen2"),
+        reference_template: "{prompt}".into(),
+        tokenizer: other,
+        weight: 1.0,
+    };
+    let mut value = ImplicitValue::new("odd-guide", vec![pair], 1.0, Feed::Stepped).expect("value");
+    let mut guides = Guides {
+        base: &base,
+        base_tokenizer: Some(&base_tok),
+        implicit: Some(&mut value),
+        explicit: None,
+    };
+    let eft = GuidanceConfig {
+        token: TokenPolicy::Implicit { beta: 1.0 },
+        ..shape(2)
+    };
+    let err = guided_generate(&mut guides, &texts(), &base_ids(), &eft, &[], &mut |_| {})
+        .expect_err("mismatch")
+        .to_string();
+    assert!(err.contains("odd-guide") && err.contains("42"), "{err}");
+}

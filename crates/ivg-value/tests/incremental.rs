@@ -82,7 +82,10 @@ const FORK: [usize; 4] = [0, 0, 1, 1];
 /// Drives a value function through 2 prompts forked to 4 rows, 3 chunks of 4
 /// tokens (row 3 ends after 2 tokens of chunk 2), with a reorder between chunks,
 /// returning the values at each boundary and the rows' (prompt, response).
-fn drive(v: &mut dyn ValueFunction) -> Vec<(Vec<f64>, Vec<(usize, Vec<u32>)>)> {
+/// Values at one boundary and each row's (prompt index, response).
+type Boundary = (Vec<f64>, Vec<(usize, Vec<u32>)>);
+
+fn drive(v: &mut dyn ValueFunction) -> Vec<Boundary> {
     v.begin(&PROMPTS.map(String::from)).expect("begin");
     v.reorder(&FORK).expect("fork");
     let mut rows: Vec<(usize, Vec<u32>)> = FORK.iter().map(|&p| (p, Vec::new())).collect();
