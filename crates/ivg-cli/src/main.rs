@@ -26,7 +26,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Generate text with a model, streaming tokens to stdout.
-    Generate(generate_cmd::GenerateArgs),
+    Generate(Box<generate_cmd::GenerateArgs>),
     /// Print a model's architecture, vocabulary, storage types, size and context.
     Inspect(inspect_cmd::InspectArgs),
     /// Fetch or list the offline models and data sets.
@@ -45,7 +45,7 @@ fn main() -> ExitCode {
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
     }
     let result = match cli.command {
-        Command::Generate(args) => generate_cmd::run(args),
+        Command::Generate(args) => generate_cmd::run(*args),
         Command::Inspect(args) => inspect_cmd::run(args),
         Command::Assets(cmd) => assets_cmd::run(cmd),
         Command::Demo(args) => demo::run(args),
