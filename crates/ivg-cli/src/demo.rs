@@ -10,7 +10,8 @@ use std::sync::Arc;
 use anyhow::Result;
 use ivg_assets::Asset;
 use ivg_decode::{
-    generate, guided_generate, ChunkRanking, GenerateConfig, GuidanceConfig, Guides, Method, SamplingConfig, TokenPolicy,
+    generate, guided_generate, ChunkRanking, GenerateConfig, GuidanceConfig, Guides, Method,
+    SamplingConfig, TokenPolicy,
 };
 use ivg_eval::imdb;
 use ivg_value::{Feed, ImplicitPair, ImplicitValue, ValueFunction};
@@ -37,7 +38,10 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 2)]
     successors: usize,
     /// Instruction of the training-free "tuned" template.
-    #[arg(long, default_value = "Here is a glowing, enthusiastic, positive movie review from imdb: {prompt}")]
+    #[arg(
+        long,
+        default_value = "Here is a glowing, enthusiastic, positive movie review from imdb: {prompt}"
+    )]
     tuned_template: String,
 }
 
@@ -64,7 +68,11 @@ pub fn run(args: DemoArgs) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     let config = GenerateConfig {
         max_new_tokens: args.max_new_tokens,
-        sampling: SamplingConfig { temperature: 0.7, top_k: None, top_p: None },
+        sampling: SamplingConfig {
+            temperature: 0.7,
+            top_k: None,
+            top_p: None,
+        },
         seed: args.seed,
         stop_ids: lm.stop_ids(),
     };
@@ -82,7 +90,11 @@ pub fn run(args: DemoArgs) -> Result<()> {
         weight: 1.0,
     };
     let base_tokens: Vec<Vec<u32>> = base_out.iter().map(|o| o.tokens.clone()).collect();
-    let base_values = score(ImplicitValue::new("implicit", vec![pair()], 1.0, Feed::Chunked)?, &prefixes, &base_tokens)?;
+    let base_values = score(
+        ImplicitValue::new("implicit", vec![pair()], 1.0, Feed::Chunked)?,
+        &prefixes,
+        &base_tokens,
+    )?;
     let shape = GuidanceConfig {
         token: TokenPolicy::Base,
         chunk: ChunkRanking::None,
@@ -95,9 +107,21 @@ pub fn run(args: DemoArgs) -> Result<()> {
     };
     let guided_config = Method::EftICbsI.config(&shape, 1.0);
     let mut value = ImplicitValue::new("implicit", vec![pair()], 1.0, Feed::Stepped)?;
-    let mut guides = Guides { base: &model, base_tokenizer: Some(&tokenizer), implicit: Some(&mut value), explicit: None };
+    let mut guides = Guides {
+        base: &model,
+        base_tokenizer: Some(&tokenizer),
+        implicit: Some(&mut value),
+        explicit: None,
+    };
     let start = std::time::Instant::now();
-    let guided = guided_generate(&mut guides, &prefixes, &prompts, &guided_config, &config.stop_ids, &mut |_| {})?;
+    let guided = guided_generate(
+        &mut guides,
+        &prefixes,
+        &prompts,
+        &guided_config,
+        &config.stop_ids,
+        &mut |_| {},
+    )?;
     let guided_secs = start.elapsed().as_secs_f64();
     println!(
         "Base: {} (Q8_0), T = 0.7, {} new tokens at most. EFTi+CBSi (W={}, K={}, L=5, beta=1): the same model as a\ntraining-free implicit value, tuned template \"{}\" against the base prompt.\n",
@@ -107,13 +131,28 @@ pub fn run(args: DemoArgs) -> Result<()> {
         let b = tokenizer.decode(&base_out[i].tokens, true)?;
         let g = tokenizer.decode(&guided[i].tokens, true)?;
         println!("[prompt]    {prefix}");
-        println!("[base]      {} (implicit value {:+.2})", b.trim(), base_values[i]);
-        println!("[efti+cbsi] {} (implicit value {:+.2})\n", g.trim(), guided[i].value);
+        println!(
+            "[base]      {} (implicit value {:+.2})",
+            b.trim(),
+            base_values[i]
+        );
+        println!(
+            "[efti+cbsi] {} (implicit value {:+.2})\n",
+            g.trim(),
+            guided[i].value
+        );
     }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
     let gv: Vec<f64> = guided.iter().map(|o| o.value).collect();
-    println!("mean implicit value: base {:+.2}, efti+cbsi {:+.2}", mean(&base_values), mean(&gv));
-    eprintln!("base {base_secs:.1} s, efti+cbsi {guided_secs:.1} s for {} prompts", prompts.len());
+    println!(
+        "mean implicit value: base {:+.2}, efti+cbsi {:+.2}",
+        mean(&base_values),
+        mean(&gv)
+    );
+    eprintln!(
+        "base {base_secs:.1} s, efti+cbsi {guided_secs:.1} s for {} prompts",
+        prompts.len()
+    );
     Ok(())
 }
 
@@ -122,7 +161,10 @@ fn score(mut value: ImplicitValue, texts: &[String], responses: &[Vec<u32>]) -> 
     value.begin(texts)?;
     let longest = responses.iter().map(Vec::len).max().unwrap_or(0);
     for k in 0..longest {
-        let tokens: Vec<u32> = responses.iter().map(|r| r.get(k).copied().unwrap_or(0)).collect();
+        let tokens: Vec<u32> = responses
+            .iter()
+            .map(|r| r.get(k).copied().unwrap_or(0))
+            .collect();
         let live: Vec<bool> = responses.iter().map(|r| k < r.len()).collect();
         value.observe(&tokens, &live)?;
     }

@@ -98,7 +98,9 @@ pub fn guidance_config(
     Ok(config)
 }
 
-fn needs(config: &GuidanceConfig) -> (Option<Feed>, Option<Feed>) {
+/// How the implicit and explicit value functions must be fed for `config`
+/// (stepped when they guide token-wise, chunked when they only rank).
+pub fn feeds(config: &GuidanceConfig) -> (Option<Feed>, Option<Feed>) {
     let implicit_token = matches!(config.token, TokenPolicy::Implicit { .. });
     let explicit_token = matches!(config.token, TokenPolicy::Explicit { .. });
     let feed = |token: bool, chunk: bool| match (token, chunk) {
@@ -124,7 +126,7 @@ pub fn build_values(
     args: &GuideArgs,
     config: &GuidanceConfig,
 ) -> Result<(Option<ImplicitValue>, Option<QValue>)> {
-    let (implicit_feed, explicit_feed) = needs(config);
+    let (implicit_feed, explicit_feed) = feeds(config);
     let implicit = match implicit_feed {
         None => None,
         Some(feed) => {

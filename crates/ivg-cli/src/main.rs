@@ -2,6 +2,7 @@
 
 mod assets_cmd;
 mod bench;
+mod bench_guided;
 mod demo;
 mod generate_cmd;
 mod guided;
@@ -36,6 +37,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Measure prefill and decode throughput (tokens/s) at several batch sizes.
     Bench(bench::BenchArgs),
+    /// Cost of every guided method: wall time against the summed model forward time.
+    BenchGuided(bench_guided::BenchGuidedArgs),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +53,7 @@ fn main() -> ExitCode {
         Command::Assets(cmd) => assets_cmd::run(cmd),
         Command::Demo(args) => demo::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::BenchGuided(args) => bench_guided::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,6 +1,9 @@
 //! `*ForCausalLM`: a backbone plus an LM head, and the checked entry points the
 //! decoders use (prefill of a left-padded batch, one step per row).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
 use candle_core::{Device, Tensor};
 
 use crate::arch::gpt2::Gpt2Model;
@@ -27,6 +30,44 @@ pub struct CausalLm {
     config: ModelConfig,
     name: String,
     device: Device,
+    stats: ForwardStats,
+}
+
+/// Time spent in this model's forward passes and the positions they computed,
+/// so a decoder can report its own overhead as a ratio to model time.
+#[derive(Debug, Default)]
+pub struct ForwardStats {
+    nanos: AtomicU64,
+    positions: AtomicU64,
+    calls: AtomicU64,
+}
+
+impl ForwardStats {
+    fn record(&self, elapsed: Duration, positions: usize) {
+        self.nanos.fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
+        self.positions.fetch_add(positions as u64, Ordering::Relaxed);
+        self.calls.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Total forward time.
+    pub fn time(&self) -> Duration {
+        Duration::from_nanos(self.nanos.load(Ordering::Relaxed))
+    }
+
+    /// Positions (rows x new tokens) computed.
+    pub fn positions(&self) -> u64 {
+        self.positions.load(Ordering::Relaxed)
+    }
+
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+
+    pub fn reset(&self) {
+        self.nanos.store(0, Ordering::Relaxed);
+        self.positions.store(0, Ordering::Relaxed);
+        self.calls.store(0, Ordering::Relaxed);
+    }
 }
 
 impl CausalLm {
@@ -59,6 +100,7 @@ impl CausalLm {
             config: config.clone(),
             name: name.into(),
             device: w.device().clone(),
+            stats: ForwardStats::default(),
         })
     }
 
@@ -105,13 +147,20 @@ impl CausalLm {
         self.backbone.forward(ids, state)
     }
 
+    /// Forward-pass time and positions so far.
+    pub fn stats(&self) -> &ForwardStats {
+        &self.stats
+    }
+
     /// Logits for `ids: (batch, seq)` u32 appended to `state`.
-    pub fn forward(
-        &self,
-        ids: &Tensor,
-        state: &mut DecodeState,
-        span: LogitsSpan,
-    ) -> Result<Tensor> {
+    pub fn forward(&self, ids: &Tensor, state: &mut DecodeState, span: LogitsSpan) -> Result<Tensor> {
+        let start = Instant::now();
+        let logits = self.forward_untimed(ids, state, span)?;
+        self.stats.record(start.elapsed(), ids.elem_count());
+        Ok(logits)
+    }
+
+    fn forward_untimed(&self, ids: &Tensor, state: &mut DecodeState, span: LogitsSpan) -> Result<Tensor> {
         let hidden = self.hidden(ids, state)?;
         let hidden = match span {
             LogitsSpan::All => hidden,

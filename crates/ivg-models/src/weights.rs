@@ -4,6 +4,7 @@
 //! Hugging Face state-dict names whatever the source, so GGUF is a weight
 //! source and not a second model (architecture.md).
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -43,6 +44,9 @@ enum Backing {
     },
     Vars {
         varmap: VarMap,
+    },
+    Tensors {
+        map: HashMap<String, Tensor>,
     },
 }
 
@@ -117,6 +121,11 @@ impl Weights {
         )
     }
 
+    /// Inference weights held in memory (e.g. freshly initialised or converted).
+    pub fn from_tensors(map: HashMap<String, Tensor>, name: impl Into<String>, device: &Device) -> Self {
+        Self::new(Backing::Tensors { map }, name.into(), device, QuantPolicy::Dequantize)
+    }
+
     fn new(backing: Backing, name: String, device: &Device, quant: QuantPolicy) -> Self {
         Self {
             backing: Arc::new(backing),
@@ -164,6 +173,7 @@ impl Weights {
                 .map(&full)
                 .is_some_and(|g| content.tensor_infos.contains_key(&g)),
             Backing::Vars { .. } => true,
+            Backing::Tensors { map } => map.contains_key(&full),
         }
     }
 
@@ -188,6 +198,10 @@ impl Weights {
                     .load(&full, &self.device)
                     .map_err(|_| self.missing(&full))?;
                 Stored::Dense(t.to_dtype(DType::F32)?)
+            }
+            Backing::Tensors { map } => {
+                let t = map.get(&full).ok_or_else(|| self.missing(&full))?;
+                Stored::Dense(t.to_device(&self.device)?.to_dtype(DType::F32)?)
             }
             Backing::Vars { varmap } => {
                 let vb = VarBuilder::from_varmap(varmap, DType::F32, &self.device);

@@ -14,6 +14,7 @@ use crate::{gguf, TokenizeError};
 /// A loaded tokenizer. Encoding never pads or truncates (a `tokenizer.json`
 /// may carry padding/truncation settings for training; transformers ignores
 /// them unless asked, and so do we).
+#[derive(Clone)]
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     name: String,
