@@ -20,6 +20,6 @@ pub mod weights;
 pub use config::{DecoderConfig, ModelConfig};
 pub use error::{ModelError, Result};
 pub use loader::{load_bert, load_causal_lm, open, LoadOptions, ModelSource};
-pub use model::{CausalLm, ForwardStats, LogitsSpan};
+pub use model::{CausalLm, ForwardStats, LogitsSpan, ScalarLm};
 pub use state::DecodeState;
 pub use weights::{QuantPolicy, Weights};

@@ -11,7 +11,7 @@ use crate::arch::llama::DecoderModel;
 use crate::arch::Backbone;
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
-use crate::heads::LmHead;
+use crate::heads::{LmHead, ScalarHead};
 use crate::state::DecodeState;
 use crate::weights::Weights;
 
@@ -44,8 +44,10 @@ pub struct ForwardStats {
 
 impl ForwardStats {
     fn record(&self, elapsed: Duration, positions: usize) {
-        self.nanos.fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
-        self.positions.fetch_add(positions as u64, Ordering::Relaxed);
+        self.nanos
+            .fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
+        self.positions
+            .fetch_add(positions as u64, Ordering::Relaxed);
         self.calls.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -153,14 +155,24 @@ impl CausalLm {
     }
 
     /// Logits for `ids: (batch, seq)` u32 appended to `state`.
-    pub fn forward(&self, ids: &Tensor, state: &mut DecodeState, span: LogitsSpan) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        ids: &Tensor,
+        state: &mut DecodeState,
+        span: LogitsSpan,
+    ) -> Result<Tensor> {
         let start = Instant::now();
         let logits = self.forward_untimed(ids, state, span)?;
         self.stats.record(start.elapsed(), ids.elem_count());
         Ok(logits)
     }
 
-    fn forward_untimed(&self, ids: &Tensor, state: &mut DecodeState, span: LogitsSpan) -> Result<Tensor> {
+    fn forward_untimed(
+        &self,
+        ids: &Tensor,
+        state: &mut DecodeState,
+        span: LogitsSpan,
+    ) -> Result<Tensor> {
         let hidden = self.hidden(ids, state)?;
         let hidden = match span {
             LogitsSpan::All => hidden,
@@ -184,20 +196,10 @@ impl CausalLm {
         state: &mut DecodeState,
         span: LogitsSpan,
     ) -> Result<Tensor> {
-        let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
-        if prompts.is_empty() || prompts.iter().any(Vec::is_empty) {
-            return Err(ModelError::State(
-                "prefill needs at least one non-empty prompt".into(),
-            ));
-        }
-        let mut flat = Vec::with_capacity(prompts.len() * longest);
-        let mut pads = Vec::with_capacity(prompts.len());
         for p in prompts {
             self.check_ids(p)?;
-            pads.push(longest - p.len());
-            flat.extend(std::iter::repeat_n(0u32, longest - p.len()));
-            flat.extend_from_slice(p);
         }
+        let (flat, pads, longest) = left_pad(prompts)?;
         state.begin(pads)?;
         let ids = Tensor::from_vec(flat, (prompts.len(), longest), &self.device)?;
         self.forward(&ids, state, span)
@@ -221,4 +223,90 @@ impl CausalLm {
             None => Ok(()),
         }
     }
+}
+
+/// `*ForSequenceClassification` with one label over a causal backbone: a scalar
+/// per position (`score`, as in `LlamaForSequenceClassification`). Used for
+/// prefix value models `V(x, y<=t) = head(h_t)` and reward models read at the
+/// last token.
+pub struct ScalarLm {
+    backbone: Box<dyn Backbone>,
+    head: ScalarHead,
+    name: String,
+    device: Device,
+}
+
+impl ScalarLm {
+    pub fn load(w: &Weights, config: &ModelConfig, name: impl Into<String>) -> Result<Self> {
+        let backbone: Box<dyn Backbone> = match config {
+            ModelConfig::Gpt2(c) => Box::new(Gpt2Model::load(w, c)?),
+            ModelConfig::Decoder(c) => Box::new(DecoderModel::load(w, c)?),
+            ModelConfig::Bert(_) => {
+                return Err(ModelError::Unsupported(
+                    "a scalar value head needs a causal backbone, not BERT".into(),
+                ))
+            }
+        };
+        let head = ScalarHead::load(w, backbone.hidden_size())?;
+        Ok(Self {
+            backbone,
+            head,
+            name: name.into(),
+            device: w.device().clone(),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn new_state(&self) -> DecodeState {
+        DecodeState::new(self.backbone.num_layers())
+    }
+
+    /// Scalar per position `(batch, seq)` for `ids: (batch, seq)` appended to `state`.
+    pub fn forward(&self, ids: &Tensor, state: &mut DecodeState) -> Result<Tensor> {
+        let total = state.len() + ids.dim(1)?;
+        if total > self.backbone.context_length() {
+            return Err(ModelError::ContextOverflow {
+                model: self.name.clone(),
+                len: total,
+                max: self.backbone.context_length(),
+            });
+        }
+        self.head.forward(&self.backbone.forward(ids, state)?)
+    }
+
+    /// Left-padded prefill of several prompts; returns `(batch, seq)` scalars.
+    pub fn prefill(&self, prompts: &[Vec<u32>], state: &mut DecodeState) -> Result<Tensor> {
+        let (flat, pads, longest) = left_pad(prompts)?;
+        state.begin(pads)?;
+        self.forward(
+            &Tensor::from_vec(flat, (prompts.len(), longest), &self.device)?,
+            state,
+        )
+    }
+}
+
+/// Prompts of different lengths as one left-padded batch: the flat ids, each
+/// row's padding, and the padded length.
+fn left_pad(prompts: &[Vec<u32>]) -> Result<(Vec<u32>, Vec<usize>, usize)> {
+    let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    if prompts.is_empty() || prompts.iter().any(Vec::is_empty) {
+        return Err(ModelError::State(
+            "prefill needs at least one non-empty prompt".into(),
+        ));
+    }
+    let mut flat = Vec::with_capacity(prompts.len() * longest);
+    let mut pads = Vec::with_capacity(prompts.len());
+    for p in prompts {
+        pads.push(longest - p.len());
+        flat.extend(std::iter::repeat_n(0u32, longest - p.len()));
+        flat.extend_from_slice(p);
+    }
+    Ok((flat, pads, longest))
 }

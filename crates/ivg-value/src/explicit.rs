@@ -98,6 +98,7 @@ impl ValueFunction for QValue {
     }
 
     fn observe(&mut self, tokens: &[u32], live: &[bool]) -> Result<(), ValueError> {
+        crate::check_rows(&self.name, self.last.len(), tokens, live)?;
         match self.feed {
             Feed::Chunked => {
                 for (r, &t) in tokens.iter().enumerate() {

@@ -165,6 +165,7 @@ impl ValueFunction for ImplicitValue {
     }
 
     fn observe(&mut self, tokens: &[u32], live: &[bool]) -> Result<(), ValueError> {
+        crate::check_rows(&self.name, self.sums.len(), tokens, live)?;
         match self.feed {
             Feed::Chunked => {
                 for (r, &t) in tokens.iter().enumerate() {

@@ -4,7 +4,9 @@
 //!   from one or several tuned/reference pairs; it can also guide token-wise
 //!   sampling with the logit offsets `sum_i w_i (l_tuned_i - l_ref_i)` (EFTi).
 //! - [`QValue`]: the explicit value `V_e(x, y<=t) = beta_v * Q(s_t, y_t)` of a
-//!   vocabulary-sized Q head, which can also guide token-wise (EFTe).
+//!   vocabulary-sized Q head, which can also guide token-wise (EFTe);
+//! - [`ScalarValue`]: a scalar head read at the last token (`V = head(h_t)`);
+//! - [`ClassifierValue`]: a sequence reward model (BERT classifier) on the text.
 //!
 //! Every value function keeps its own models' decode states, row-aligned with the
 //! decoder's rows: it is told each emitted token ([`ValueFunction::observe`]),
@@ -12,15 +14,19 @@
 //! chunk ranking only, it buffers the chunk and scores its `L` new tokens in one
 //! forward; used for guidance, it steps every token and its value is a by-product.
 
+mod classifier;
 mod explicit;
 mod implicit;
 pub mod runner;
+mod scalar;
 
 use candle_core::Tensor;
 
+pub use classifier::ClassifierValue;
 pub use explicit::QValue;
 pub use implicit::{ImplicitPair, ImplicitValue};
 pub use runner::GuideRunner;
+pub use scalar::ScalarValue;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ValueError {
@@ -82,6 +88,26 @@ pub fn encode_prompt(
     prompt: &str,
 ) -> Result<Vec<u32>, ValueError> {
     Ok(tokenizer.encode(&template.replace("{prompt}", prompt), true)?)
+}
+
+/// `observe` must get one token and one liveness flag per row.
+pub(crate) fn check_rows(
+    name: &str,
+    rows: usize,
+    tokens: &[u32],
+    live: &[bool],
+) -> Result<(), ValueError> {
+    if tokens.len() != rows || live.len() != rows {
+        return Err(ValueError::Invalid {
+            name: name.to_string(),
+            problem: format!(
+                "observe got {} tokens and {} flags for {rows} rows",
+                tokens.len(),
+                live.len()
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Right-pads rows of different lengths with their own last token (or 0) so
