@@ -10,9 +10,13 @@ use ivg_decode::{
     guided_generate, ChunkRanking, ChunkTrace, GuidanceConfig, Guides, Method, SamplingConfig,
     TokenPolicy,
 };
-use ivg_value::{Feed, ImplicitPair, ImplicitValue, QValue, ValueFunction};
+use ivg_tokenize::Tokenizer;
+use ivg_value::{
+    wrap_if_needed, ClassifierValue, Feed, ImplicitPair, ImplicitValue, QValue, ScalarValue,
+    ValueFunction,
+};
 
-use crate::load::{load_lm, LoadedLm};
+use crate::load::{load_lm, load_tokenizer, LoadedLm};
 
 /// Guide models and templates (`{prompt}` marks where the prompt text goes).
 #[derive(clap::Args, Clone)]
@@ -29,9 +33,17 @@ pub struct GuideArgs {
     /// Reference small model (implicit value denominator); defaults to --tuned.
     #[arg(long = "ref")]
     pub reference: Option<PathBuf>,
-    /// Explicit value model: a causal-LM checkpoint whose lm_head is the Q head.
+    /// Explicit value model (see --value-kind).
     #[arg(long)]
     pub value: Option<PathBuf>,
+    /// What --value is: `q` (a causal LM whose lm_head is a vocabulary-sized Q head),
+    /// `scalar` (a causal backbone with a one-label `score` head read at the last
+    /// token) or `classifier` (a BERT sequence classifier scoring the text).
+    #[arg(long, default_value = "q")]
+    pub value_kind: String,
+    /// Label whose margin a `classifier` value rewards.
+    #[arg(long, default_value_t = 1)]
+    pub value_label: usize,
     #[arg(long, default_value = "{prompt}")]
     pub base_template: String,
     #[arg(long, default_value = "{prompt}")]
@@ -125,7 +137,11 @@ fn load_guide(path: &Option<PathBuf>, flag: &str) -> Result<LoadedLm> {
 pub fn build_values(
     args: &GuideArgs,
     config: &GuidanceConfig,
-) -> Result<(Option<ImplicitValue>, Option<QValue>)> {
+    base_tokenizer: &Arc<Tokenizer>,
+) -> Result<(
+    Option<Box<dyn ValueFunction>>,
+    Option<Box<dyn ValueFunction>>,
+)> {
     let (implicit_feed, explicit_feed) = feeds(config);
     let implicit = match implicit_feed {
         None => None,
@@ -145,19 +161,54 @@ pub fn build_values(
                 tokenizer: Arc::new(tuned.tokenizer),
                 weight: 1.0,
             };
-            Some(ImplicitValue::new(
+            let value: Box<dyn ValueFunction> = Box::new(ImplicitValue::new(
                 "implicit",
                 vec![pair],
                 args.beta_v,
                 feed,
-            )?)
+            )?);
+            Some(text_level_if_ranking_only(value, feed, base_tokenizer))
         }
     };
     let explicit = match explicit_feed {
         None => None,
-        Some(feed) => {
-            let v = load_guide(&args.value, "--value")?;
-            Some(QValue::new(
+        Some(feed) => Some(text_level_if_ranking_only(
+            explicit_value(args, feed, base_tokenizer)?,
+            feed,
+            base_tokenizer,
+        )),
+    };
+    Ok((implicit, explicit))
+}
+
+/// A value function that only ranks chunks and has another vocabulary than the
+/// base scores at text level (decode, re-tokenize); one that guides token-wise
+/// is left as is so that the engine refuses the mismatch with a clear error.
+fn text_level_if_ranking_only(
+    value: Box<dyn ValueFunction>,
+    feed: Feed,
+    base_tokenizer: &Arc<Tokenizer>,
+) -> Box<dyn ValueFunction> {
+    match feed {
+        Feed::Chunked => wrap_if_needed(value, base_tokenizer.clone()),
+        Feed::Stepped => value,
+    }
+}
+
+/// The explicit value function named by `--value` and `--value-kind`.
+fn explicit_value(
+    args: &GuideArgs,
+    feed: Feed,
+    base_tokenizer: &Arc<Tokenizer>,
+) -> Result<Box<dyn ValueFunction>> {
+    let Some(path) = &args.value else {
+        bail!("this method needs --value PATH")
+    };
+    let context = || format!("loading the explicit value model {}", path.display());
+    let value: Box<dyn ValueFunction> = match args.value_kind.as_str() {
+        "q" => {
+            let v = load_lm(path, false).with_context(context)?;
+            Box::new(QValue::new(
                 "explicit",
                 Arc::new(v.model),
                 args.value_template.clone(),
@@ -166,8 +217,36 @@ pub fn build_values(
                 feed,
             )?)
         }
+        "scalar" => {
+            let (config, weights) = ivg_models::open(path, &ivg_models::LoadOptions::default())
+                .with_context(context)?;
+            let model =
+                ivg_models::ScalarLm::load(&weights, &config, "explicit").with_context(context)?;
+            let tokenizer = load_tokenizer(path).with_context(context)?;
+            Box::new(ScalarValue::new(
+                "explicit",
+                Arc::new(model),
+                args.value_template.clone(),
+                Arc::new(tokenizer),
+                args.beta_v,
+            )?)
+        }
+        "classifier" => {
+            let model = ivg_models::load_bert(path, &ivg_models::LoadOptions::default())
+                .with_context(context)?;
+            let tokenizer = load_tokenizer(path).with_context(context)?;
+            Box::new(ClassifierValue::new(
+                "explicit",
+                Arc::new(model),
+                Arc::new(tokenizer),
+                base_tokenizer.clone(),
+                args.value_label,
+                args.beta_v,
+            )?)
+        }
+        other => bail!("--value-kind `{other}` is not one of q, scalar, classifier"),
     };
-    Ok((implicit, explicit))
+    Ok(value)
 }
 
 /// Runs the engine and prints each prompt's best candidate with its value.
@@ -178,12 +257,17 @@ pub fn run(
     base_prompts: &[Vec<u32>],
     config: &GuidanceConfig,
 ) -> Result<()> {
-    let (mut implicit, mut explicit) = build_values(args, config)?;
+    let base_tokenizer = Arc::new(base.tokenizer.clone());
+    let (mut implicit, mut explicit) = build_values(args, config, &base_tokenizer)?;
     let mut guides = Guides {
         base: &base.model,
         base_tokenizer: Some(&base.tokenizer),
-        implicit: implicit.as_mut().map(|v| v as &mut dyn ValueFunction),
-        explicit: explicit.as_mut().map(|v| v as &mut dyn ValueFunction),
+        implicit: implicit
+            .as_mut()
+            .map(|v| v.as_mut() as &mut dyn ValueFunction),
+        explicit: explicit
+            .as_mut()
+            .map(|v| v.as_mut() as &mut dyn ValueFunction),
     };
     let mut trace = TraceWriter::open(args.trace.as_deref(), base)?;
     let outputs = guided_generate(

@@ -21,7 +21,11 @@ fn shape() -> GuidanceConfig {
         successors: 4,
         chunk_len: Some(5),
         max_new_tokens: 50,
-        sampling: SamplingConfig { temperature: 0.7, top_k: None, top_p: None },
+        sampling: SamplingConfig {
+            temperature: 0.7,
+            top_k: None,
+            top_p: None,
+        },
         seed: 0,
     }
 }
@@ -43,15 +47,22 @@ fn every_method_is_a_valid_configuration() {
     let bon = Method::BoNe.config(&shape(), 1.0);
     assert_eq!((bon.width, bon.successors, bon.chunk_len), (1, 16, None));
     let eft = Method::EftE.config(&shape(), 2.0);
-    assert_eq!((eft.token, eft.chunk, eft.width * eft.successors), (TokenPolicy::Explicit { beta: 2.0 }, ChunkRanking::None, 1));
+    assert_eq!(
+        (eft.token, eft.chunk, eft.width * eft.successors),
+        (TokenPolicy::Explicit { beta: 2.0 }, ChunkRanking::None, 1)
+    );
 }
 
 #[test]
 fn unknown_fields_and_kinds_are_refused() {
     let typo = IVG_TOML.replace("successors", "sucessors");
-    let err = toml::from_str::<GuidanceConfig>(&typo).expect_err("typo").to_string();
+    let err = toml::from_str::<GuidanceConfig>(&typo)
+        .expect_err("typo")
+        .to_string();
     assert!(err.contains("sucessors"), "{err}");
     let kind = IVG_TOML.replace("kind = \"implicit\"", "kind = \"dexperts\"");
-    let err = toml::from_str::<GuidanceConfig>(&kind).expect_err("kind").to_string();
+    let err = toml::from_str::<GuidanceConfig>(&kind)
+        .expect_err("kind")
+        .to_string();
     assert!(err.contains("dexperts"), "{err}");
 }

@@ -197,12 +197,14 @@ impl GgufFile {
             "llama" => DecoderFamily::Llama,
             "qwen2" => DecoderFamily::Qwen2,
             "gemma3" => DecoderFamily::Gemma3,
-            other => return Err(gguf_err(
-                &self.path,
-                format!(
+            other => {
+                return Err(gguf_err(
+                    &self.path,
+                    format!(
                     "unsupported general.architecture `{other}` (supported: llama, qwen2, gemma3)"
                 ),
-            )),
+                ))
+            }
         };
         let k = |s: &str| format!("{arch_name}.{s}");
         let hidden = self.usize(&k("embedding_length"))?;

@@ -122,8 +122,17 @@ impl Weights {
     }
 
     /// Inference weights held in memory (e.g. freshly initialised or converted).
-    pub fn from_tensors(map: HashMap<String, Tensor>, name: impl Into<String>, device: &Device) -> Self {
-        Self::new(Backing::Tensors { map }, name.into(), device, QuantPolicy::Dequantize)
+    pub fn from_tensors(
+        map: HashMap<String, Tensor>,
+        name: impl Into<String>,
+        device: &Device,
+    ) -> Self {
+        Self::new(
+            Backing::Tensors { map },
+            name.into(),
+            device,
+            QuantPolicy::Dequantize,
+        )
     }
 
     fn new(backing: Backing, name: String, device: &Device, quant: QuantPolicy) -> Self {

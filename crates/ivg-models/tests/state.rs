@@ -191,12 +191,19 @@ fn truncated_state_can_be_reordered() {
     let (model, _) = random_model(tiny_llama_config(), 0.3);
     let mut state = model.new_state();
     model
-        .prefill(&[vec![1u32, 2, 3], vec![4, 5, 6]], &mut state, LogitsSpan::Last)
+        .prefill(
+            &[vec![1u32, 2, 3], vec![4, 5, 6]],
+            &mut state,
+            LogitsSpan::Last,
+        )
         .expect("prefill");
     model.step(&[7, 8], &mut state).expect("step");
     state.truncate(3).expect("truncate");
     state.reorder(&[1, 0]).expect("reorder after truncate");
     let got = model.step(&[9, 9], &mut state).expect("step");
     let want = run_single(&model, &[1, 2, 3], &[9]);
-    assert_eq!(max_abs_diff(&got.get(1).expect("row"), &want[1].get(0).expect("row")), 0.0);
+    assert_eq!(
+        max_abs_diff(&got.get(1).expect("row"), &want[1].get(0).expect("row")),
+        0.0
+    );
 }

@@ -19,6 +19,7 @@ mod explicit;
 mod implicit;
 pub mod runner;
 mod scalar;
+mod text_level;
 
 use candle_core::Tensor;
 
@@ -27,6 +28,7 @@ pub use explicit::QValue;
 pub use implicit::{ImplicitPair, ImplicitValue};
 pub use runner::GuideRunner;
 pub use scalar::ScalarValue;
+pub use text_level::{wrap_if_needed, TextLevelValue};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ValueError {
