@@ -129,6 +129,7 @@ pub fn run(args: BenchGuidedArgs) -> Result<()> {
             top_p: None,
         },
         seed: 0,
+        stop_strings: Vec::new(),
     };
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all".into());
     println!(

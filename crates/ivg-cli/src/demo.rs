@@ -104,6 +104,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         max_new_tokens: args.max_new_tokens,
         sampling: config.sampling.clone(),
         seed: args.seed,
+        stop_strings: Vec::new(),
     };
     let guided_config = Method::EftICbsI.config(&shape, 1.0);
     let mut value = ImplicitValue::new("implicit", vec![pair()], 1.0, Feed::Stepped)?;

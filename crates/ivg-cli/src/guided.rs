@@ -67,6 +67,9 @@ pub struct GuideArgs {
     /// Chunk length L (0 = infinity).
     #[arg(long, default_value_t = 5)]
     pub chunk_len: usize,
+    /// End a response once its text contains this string (repeatable), e.g. a newline.
+    #[arg(long)]
+    pub stop: Vec<String>,
     /// Write every chunk boundary's candidates, values and survivors as JSONL.
     #[arg(long)]
     pub trace: Option<PathBuf>,
@@ -104,6 +107,7 @@ pub fn guidance_config(
         max_new_tokens,
         sampling,
         seed,
+        stop_strings: args.stop.clone(),
     };
     let config = method.config(&shape, args.beta);
     config.validate()?;

@@ -337,7 +337,8 @@ impl Run {
         for (row, &t) in self.rows.iter_mut().zip(&tokens) {
             if !row.finished {
                 row.tokens.push(t);
-                row.finished = stop_ids.contains(&t);
+                row.finished = stop_ids.contains(&t)
+                    || ends_with_stop_string(&row.tokens, config, guides.base_tokenizer)?;
             }
         }
         self.in_chunk += 1;
@@ -478,6 +479,39 @@ impl Run {
             })
             .collect()
     }
+}
+
+/// Whether the text of `tokens` now contains a stop string. Only the tail is
+/// decoded: a string of `c` characters spans at most `4c` byte-level tokens.
+fn ends_with_stop_string(
+    tokens: &[u32],
+    config: &GuidanceConfig,
+    tokenizer: Option<&Tokenizer>,
+) -> Result<bool, DecodeError> {
+    if config.stop_strings.is_empty() {
+        return Ok(false);
+    }
+    let tokenizer = tokenizer.ok_or_else(|| DecodeError::Config {
+        field: "stop_strings",
+        problem: "stop strings need the base tokenizer (Guides::base_tokenizer)".into(),
+    })?;
+    let longest = config
+        .stop_strings
+        .iter()
+        .map(|s| s.chars().count())
+        .max()
+        .unwrap_or(0);
+    let tail = &tokens[tokens.len().saturating_sub(4 * longest + 4)..];
+    let text = tokenizer
+        .decode(tail, false)
+        .map_err(|e| DecodeError::Config {
+            field: "stop_strings",
+            problem: e.to_string(),
+        })?;
+    Ok(config
+        .stop_strings
+        .iter()
+        .any(|s| text.contains(s.as_str())))
 }
 
 /// `l_base + beta * offsets` (exactly `l_base` when `beta == 0`).

@@ -43,6 +43,10 @@ pub struct GuidanceConfig {
     pub max_new_tokens: usize,
     pub sampling: SamplingConfig,
     pub seed: u64,
+    /// A row also ends once its response text (base tokenizer) contains one of
+    /// these, e.g. `["\n"]` for one-line summaries; stop ids are given per run.
+    #[serde(default)]
+    pub stop_strings: Vec<String>,
 }
 
 fn invalid(field: &'static str, problem: impl Into<String>) -> DecodeError {
@@ -73,6 +77,12 @@ impl GuidanceConfig {
             if !beta.is_finite() {
                 return Err(invalid("beta", format!("must be finite, got {beta}")));
             }
+        }
+        if self.stop_strings.iter().any(String::is_empty) {
+            return Err(invalid(
+                "stop_strings",
+                "an empty stop string would end every row at once",
+            ));
         }
         if self.chunk == ChunkRanking::None && self.width * self.successors > 1 {
             return Err(invalid(

@@ -68,6 +68,7 @@ fn shape(max_new_tokens: usize) -> GuidanceConfig {
             top_p: None,
         },
         seed: 11,
+        stop_strings: Vec::new(),
     }
 }
 
@@ -611,4 +612,80 @@ fn token_guidance_refuses_a_different_vocabulary() {
         .expect_err("mismatch")
         .to_string();
     assert!(err.contains("odd-guide") && err.contains("42"), "{err}");
+}
+
+#[test]
+fn stop_strings_end_rows_on_their_text() {
+    let base = model("llama");
+    let tok = tokenizer();
+    let greedy = GuidanceConfig {
+        sampling: SamplingConfig::greedy(),
+        ..shape(8)
+    };
+    let mut guides = Guides {
+        base: &base,
+        base_tokenizer: Some(&tok),
+        implicit: None,
+        explicit: None,
+    };
+    let free = guided_generate(
+        &mut guides,
+        &texts(),
+        &base_ids(),
+        &greedy,
+        &[],
+        &mut |_| {},
+    )
+    .expect("free");
+    // Stop on the text of prompt 0's fourth token; every row ends where its text first contains it.
+    let stop = tok.decode(&free[0].tokens[3..4], false).expect("decode");
+    let config = GuidanceConfig {
+        stop_strings: vec![stop.clone()],
+        ..greedy.clone()
+    };
+    let out = guided_generate(
+        &mut guides,
+        &texts(),
+        &base_ids(),
+        &config,
+        &[],
+        &mut |_| {},
+    )
+    .expect("stopped");
+    for (f, o) in free.iter().zip(&out) {
+        let end = (0..f.tokens.len()).find(|&i| {
+            tok.decode(&f.tokens[..=i], false)
+                .expect("d")
+                .contains(&stop)
+        });
+        match end {
+            Some(i) => {
+                assert_eq!(o.tokens, f.tokens[..=i].to_vec());
+                assert_eq!(o.finish, FinishReason::Stop);
+            }
+            None => assert_eq!(o.tokens, f.tokens),
+        }
+    }
+    assert!(out[0].tokens.len() <= 4);
+    let mut no_tok = Guides {
+        base: &base,
+        base_tokenizer: None,
+        implicit: None,
+        explicit: None,
+    };
+    let err = guided_generate(
+        &mut no_tok,
+        &texts(),
+        &base_ids(),
+        &config,
+        &[],
+        &mut |_| {},
+    )
+    .expect_err("needs tokenizer");
+    assert!(err.to_string().contains("stop_strings"), "{err}");
+    let empty = GuidanceConfig {
+        stop_strings: vec![String::new()],
+        ..greedy
+    };
+    assert!(guided_generate(&mut guides, &texts(), &base_ids(), &empty, &[], &mut |_| {}).is_err());
 }

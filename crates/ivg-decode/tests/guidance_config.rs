@@ -27,6 +27,7 @@ fn shape() -> GuidanceConfig {
             top_p: None,
         },
         seed: 0,
+        stop_strings: Vec::new(),
     }
 }
 

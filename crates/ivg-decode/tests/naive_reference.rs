@@ -594,6 +594,7 @@ fn shape(sampling: SamplingConfig, seed: u64) -> GuidanceConfig {
         max_new_tokens: MAX_NEW,
         sampling,
         seed,
+        stop_strings: Vec::new(),
     }
 }
 
