@@ -4,10 +4,11 @@
 
 use std::sync::Arc;
 
-use candle_core::quantized::{QMatMul, QTensor};
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Module, Tensor};
 use candle_nn::Init;
 
+use super::q8::Q8Matrix;
 use crate::error::Result;
 use crate::weights::{Stored, Weights};
 
@@ -31,6 +32,11 @@ pub enum LinearWeight {
     /// many rows share the batch, measured on candle 0.11); over a transposed
     /// view it is not, which would make a batch of beams differ from single runs.
     DenseT(Tensor),
+    /// A CPU `Q8_0` weight run by our own batched kernel ([`Q8Matrix`]): it
+    /// reads the weight once per call rather than once per activation row, and
+    /// a row's result does not depend on the batch.
+    Q8(Q8Matrix),
+    /// Any other quantized weight, or one off the CPU: candle's kernels.
     Quantized(QMatMul),
 }
 
@@ -41,6 +47,16 @@ impl LinearWeight {
             Ok(Self::Dense(weight))
         } else {
             Ok(Self::DenseT(weight.t()?.contiguous()?))
+        }
+    }
+
+    /// A quantized `(out, in)` matrix: [`LinearWeight::Q8`] for a `Q8_0` one
+    /// on the CPU, candle's [`QMatMul`] otherwise.
+    pub fn quantized(weight: Arc<QTensor>) -> Result<Self> {
+        if weight.dtype() == GgmlDType::Q8_0 && weight.device().is_cpu() {
+            Ok(Self::Q8(Q8Matrix::from_qtensor(&weight)?))
+        } else {
+            Ok(Self::Quantized(QMatMul::from_arc(weight)?))
         }
     }
 }
@@ -68,7 +84,7 @@ impl Linear {
         let w = w.pp(name);
         let weight = match w.matrix("weight", &[out_dim, in_dim], normal_init())? {
             Stored::Dense(t) => LinearWeight::dense(t, w.is_trainable())?,
-            Stored::Quantized(q) => LinearWeight::Quantized(QMatMul::from_arc(q)?),
+            Stored::Quantized(q) => LinearWeight::quantized(q)?,
         };
         let bias = if bias {
             Some(w.tensor("bias", &[out_dim], Init::Const(0.0))?)
@@ -83,6 +99,7 @@ impl Linear {
         let ys = match &self.weight {
             LinearWeight::Dense(w) => matmul_2d(xs, &w.t()?)?,
             LinearWeight::DenseT(wt) => matmul_2d(xs, wt)?,
+            LinearWeight::Q8(q) => q.forward(xs)?,
             LinearWeight::Quantized(q) => q.forward(&xs.contiguous()?)?,
         };
         match &self.bias {
@@ -143,7 +160,7 @@ impl Embedding {
     pub fn as_linear(&self, trainable: bool) -> Result<Linear> {
         let weight = match self {
             Self::Dense(t) => LinearWeight::dense(t.clone(), trainable)?,
-            Self::Quantized(q) => LinearWeight::Quantized(QMatMul::from_arc(q.clone())?),
+            Self::Quantized(q) => LinearWeight::quantized(q.clone())?,
         };
         Ok(Linear::from_parts(weight, None))
     }
