@@ -137,15 +137,15 @@ fn load_guide(path: &Option<PathBuf>, flag: &str) -> Result<LoadedLm> {
     }
 }
 
+/// The implicit and the explicit value function of a run, where the method uses them.
+pub type ValueFunctions = (Option<Box<dyn ValueFunction>>, Option<Box<dyn ValueFunction>>);
+
 /// Builds the implicit and explicit value functions the config uses.
 pub fn build_values(
     args: &GuideArgs,
     config: &GuidanceConfig,
     base_tokenizer: &Arc<Tokenizer>,
-) -> Result<(
-    Option<Box<dyn ValueFunction>>,
-    Option<Box<dyn ValueFunction>>,
-)> {
+) -> Result<ValueFunctions> {
     let (implicit_feed, explicit_feed) = feeds(config);
     let implicit = match implicit_feed {
         None => None,

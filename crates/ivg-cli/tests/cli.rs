@@ -13,15 +13,7 @@ fn tiny_model(dir: &Path) -> PathBuf {
     for f in ["config.json", "model.safetensors"] {
         std::fs::copy(fixture.join(f), model.join(f)).expect("copy");
     }
-    let vocab: serde_json::Map<String, serde_json::Value> =
-        (0..96).map(|i| (format!("t{i}"), i.into())).collect();
-    let json = serde_json::json!({
-        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
-        "normalizer": null, "pre_tokenizer": {"type": "WhitespaceSplit"}, "post_processor": null,
-        "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": false},
-        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "t0"}
-    });
-    std::fs::write(model.join("tokenizer.json"), json.to_string()).expect("tokenizer");
+    ivg_testkit::write_word_tokenizer(&model);
     model
 }
 

@@ -1,7 +1,6 @@
 //! The guided engine against independent computations: EFT's distribution,
 //! CBS/BoN invariants, selection by value, finished candidates, batching.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use candle_core::Tensor;
@@ -10,37 +9,10 @@ use ivg_decode::{
     ChunkTrace, FinishReason, GenerateConfig, GuidanceConfig, Guides, Method, Sampler,
     SamplingConfig, TokenPolicy,
 };
-use ivg_models::{load_causal_lm, CausalLm, LoadOptions, LogitsSpan};
+use ivg_models::{CausalLm, LogitsSpan};
+use ivg_testkit::{ids, tiny_model as model, word_tokenizer as tokenizer};
 use ivg_tokenize::Tokenizer;
 use ivg_value::{Feed, ImplicitPair, ImplicitValue, QValue, ValueError, ValueFunction};
-
-fn model(name: &str) -> Arc<CausalLm> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../ivg-models/tests/fixtures/tiny")
-        .join(name);
-    Arc::new(load_causal_lm(&dir, &LoadOptions::default()).expect("load"))
-}
-
-/// Word-level tokenizer over `t0 .. t95` (the tiny fixtures' vocabulary).
-fn tokenizer() -> Arc<Tokenizer> {
-    let vocab: serde_json::Map<String, serde_json::Value> =
-        (0..96).map(|i| (format!("t{i}"), i.into())).collect();
-    let json = serde_json::json!({
-        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
-        "normalizer": null, "pre_tokenizer": {"type": "WhitespaceSplit"}, "post_processor": null,
-        "decoder": null, "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "t0"}
-    });
-    let dir = tempfile::tempdir().expect("tmp");
-    let path = dir.path().join("tokenizer.json");
-    std::fs::write(&path, json.to_string()).expect("write");
-    Arc::new(Tokenizer::from_file(&path).expect("tokenizer"))
-}
-
-fn ids(text: &str) -> Vec<u32> {
-    text.split_whitespace()
-        .map(|w| w[1..].parse().expect("id"))
-        .collect()
-}
 
 fn implicit(feed: Feed) -> ImplicitValue {
     let pair = ImplicitPair {

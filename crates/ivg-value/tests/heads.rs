@@ -7,22 +7,8 @@ use std::sync::Arc;
 use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
 use ivg_models::{load_bert, LoadOptions, ModelConfig, ScalarLm, Weights};
-use ivg_tokenize::Tokenizer;
+use ivg_testkit::word_tokenizer as tokenizer;
 use ivg_value::{ClassifierValue, ScalarValue, ValueFunction};
-
-fn tokenizer() -> Arc<Tokenizer> {
-    let vocab: serde_json::Map<String, serde_json::Value> =
-        (0..96).map(|i| (format!("t{i}"), i.into())).collect();
-    let json = serde_json::json!({
-        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
-        "normalizer": null, "pre_tokenizer": {"type": "WhitespaceSplit"}, "post_processor": null,
-        "decoder": null, "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "t0"}
-    });
-    let dir = tempfile::tempdir().expect("tmp");
-    let path = dir.path().join("tokenizer.json");
-    std::fs::write(&path, json.to_string()).expect("write");
-    Arc::new(Tokenizer::from_file(&path).expect("tokenizer"))
-}
 
 fn scalar_model() -> ScalarLm {
     let cfg = serde_json::json!({
@@ -81,7 +67,7 @@ fn scalar_values_equal_reencoding() {
             let full: Vec<u32> = prompt.iter().chain(response).copied().collect();
             let mut s = model.new_state();
             let scores = model
-                .prefill(&[full.clone()], &mut s)
+                .prefill(std::slice::from_ref(&full), &mut s)
                 .expect("forward")
                 .to_vec2::<f32>()
                 .expect("v");

@@ -2,40 +2,9 @@
 //! (stepped per token, or buffered and scored per chunk, through forks and
 //! reorders) agree with a cache-free re-encode of prompt + response.
 
-use std::path::PathBuf;
-use std::sync::Arc;
-
-use ivg_models::{load_causal_lm, CausalLm, LoadOptions, LogitsSpan};
-use ivg_tokenize::Tokenizer;
+use ivg_models::{CausalLm, LogitsSpan};
+use ivg_testkit::{ids, tiny_model as model, word_tokenizer as tokenizer};
 use ivg_value::{Feed, ImplicitPair, ImplicitValue, QValue, ValueFunction};
-
-fn model(name: &str) -> Arc<CausalLm> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../ivg-models/tests/fixtures/tiny")
-        .join(name);
-    Arc::new(load_causal_lm(&dir, &LoadOptions::default()).expect("load"))
-}
-
-/// A word-level tokenizer over `t0 .. t95`, matching the tiny fixtures' vocabulary.
-fn tokenizer() -> Arc<Tokenizer> {
-    let vocab: serde_json::Map<String, serde_json::Value> =
-        (0..96).map(|i| (format!("t{i}"), i.into())).collect();
-    let json = serde_json::json!({
-        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
-        "normalizer": null, "pre_tokenizer": {"type": "WhitespaceSplit"}, "post_processor": null,
-        "decoder": null, "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "t0"}
-    });
-    let dir = tempfile::tempdir().expect("tmp");
-    let path = dir.path().join("tokenizer.json");
-    std::fs::write(&path, json.to_string()).expect("write");
-    Arc::new(Tokenizer::from_file(&path).expect("tokenizer"))
-}
-
-fn ids(text: &str) -> Vec<u32> {
-    text.split_whitespace()
-        .map(|w| w[1..].parse().expect("id"))
-        .collect()
-}
 
 /// Cache-free log-probabilities of `response` after `prompt`.
 fn naive_log_probs(m: &CausalLm, prompt: &[u32], response: &[u32]) -> Vec<f64> {
@@ -63,7 +32,7 @@ fn naive_q(m: &CausalLm, prompt: &[u32], response: &[u32]) -> f64 {
     let full: Vec<u32> = prompt.iter().chain(response).copied().collect();
     let mut state = m.new_state();
     let logits = m
-        .prefill(&[full.clone()], &mut state, LogitsSpan::All)
+        .prefill(std::slice::from_ref(&full), &mut state, LogitsSpan::All)
         .expect("forward")
         .squeeze(0)
         .expect("sq");
