@@ -138,7 +138,10 @@ fn load_guide(path: &Option<PathBuf>, flag: &str) -> Result<LoadedLm> {
 }
 
 /// The implicit and the explicit value function of a run, where the method uses them.
-pub type ValueFunctions = (Option<Box<dyn ValueFunction>>, Option<Box<dyn ValueFunction>>);
+pub type ValueFunctions = (
+    Option<Box<dyn ValueFunction>>,
+    Option<Box<dyn ValueFunction>>,
+);
 
 /// Builds the implicit and explicit value functions the config uses.
 pub fn build_values(

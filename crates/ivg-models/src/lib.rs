@@ -14,6 +14,7 @@ pub mod info;
 pub mod layers;
 pub mod loader;
 pub mod model;
+pub mod numerics;
 pub mod state;
 pub mod weights;
 

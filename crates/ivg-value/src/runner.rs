@@ -92,9 +92,30 @@ impl GuideRunner {
 }
 
 /// `log_softmax(logits)[token]` per row: `logits (rows, vocab)` -> `rows` values.
+/// Computed on the host as `l[token] - logsumexp(l)` in one pass per row with a
+/// vectorised exponential: full-vocabulary log-softmax tensors were the largest
+/// cost of implicit values outside the model forwards.
 pub fn token_log_probs(logits: &Tensor, tokens: &[u32]) -> Result<Vec<f32>, ValueError> {
-    let lp = candle_nn::ops::log_softmax(logits, candle_core::D::Minus1)?;
-    gather(&lp, tokens)
+    let rows = logits.to_vec2::<f32>()?;
+    if rows.len() != tokens.len() {
+        return Err(ValueError::Invalid {
+            name: "log-probabilities".into(),
+            problem: format!("{} logit rows for {} tokens", rows.len(), tokens.len()),
+        });
+    }
+    rows.iter()
+        .zip(tokens)
+        .map(|(row, &t)| {
+            let l = row
+                .get(t as usize)
+                .copied()
+                .ok_or_else(|| ValueError::Invalid {
+                    name: "log-probabilities".into(),
+                    problem: format!("token {t} outside a vocabulary of {}", row.len()),
+                })?;
+            Ok(l - ivg_models::numerics::log_sum_exp(row))
+        })
+        .collect()
 }
 
 /// `values[r, tokens[r]]` per row of `values (rows, vocab)`.
