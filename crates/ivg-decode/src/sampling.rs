@@ -209,16 +209,13 @@ impl Sampler {
         let argmax = check_logits(logits)?;
         let max = logits[argmax];
         let inv_t = (1.0 / self.config.temperature) as f32;
-        let weights: Vec<f32> = logits
-            .iter()
-            .map(|&l| ivg_models::numerics::exp_nonpositive((l - max) * inv_t))
-            .collect();
-        let total: f64 = weights.iter().map(|&w| w as f64).sum();
+        let total = ivg_models::numerics::sum_exp_shifted(logits, max, inv_t);
         let u: f64 = self.rng.random();
         let target = u * total;
         let mut acc = 0.0f64;
         let mut last = argmax;
-        for (i, &w) in weights.iter().enumerate() {
+        for (i, &l) in logits.iter().enumerate() {
+            let w = ivg_models::numerics::exp_nonpositive((l - max) * inv_t);
             if w > 0.0 {
                 acc += w as f64;
                 last = i;

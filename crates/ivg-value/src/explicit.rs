@@ -63,7 +63,7 @@ impl QValue {
             if len == 0 {
                 continue;
             }
-            let row: Tensor = predicted.get(r)?.get(len - 1)?;
+            let row: Tensor = predicted.at(r, len - 1)?;
             self.last[r] = row.get(padded[r][len - 1] as usize)?.to_scalar::<f32>()? as f64;
         }
         self.buffer.iter_mut().for_each(Vec::clear);

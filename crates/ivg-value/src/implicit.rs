@@ -103,24 +103,15 @@ impl ImplicitValue {
             return Ok(());
         }
         let (padded, lens) = pad_chunks(&self.buffer);
-        let mut predicted = Vec::with_capacity(self.pairs.len());
         for ps in &mut self.pairs {
-            predicted.push((ps.tuned.extend(&padded)?, ps.reference.extend(&padded)?));
-        }
-        let n = padded.first().map_or(0, Vec::len);
-        for k in 0..n {
-            let tokens: Vec<u32> = padded.iter().map(|c| c[k]).collect();
-            let live: Vec<bool> = lens.iter().map(|&l| k < l).collect();
-            let at_k: Vec<(Tensor, Tensor)> = predicted
-                .iter()
-                .map(|(t, r)| {
-                    Ok((
-                        t.narrow(1, k, 1)?.squeeze(1)?,
-                        r.narrow(1, k, 1)?.squeeze(1)?,
-                    ))
-                })
-                .collect::<Result<_, candle_core::Error>>()?;
-            self.accumulate(&at_k, &tokens, &live)?;
+            let tuned = ps.tuned.extend(&padded)?.log_probs(&padded)?;
+            let reference = ps.reference.extend(&padded)?.log_probs(&padded)?;
+            for (r, &len) in lens.iter().enumerate() {
+                let ratio: f64 = (0..len)
+                    .map(|k| tuned[r][k] as f64 - reference[r][k] as f64)
+                    .sum();
+                self.sums[r] += ps.pair.weight * ratio;
+            }
         }
         self.buffer.iter_mut().for_each(Vec::clear);
         Ok(())

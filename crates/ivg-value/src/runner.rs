@@ -59,21 +59,16 @@ impl GuideRunner {
     }
 
     /// Appends `chunks` (one equal-length run per row) and returns the logits that
-    /// predicted each appended token, `(rows, n, vocab)`; `pending` moves past them.
-    pub fn extend(&mut self, chunks: &[Vec<u32>]) -> Result<Tensor, ValueError> {
+    /// predicted each appended token; `pending` moves past them.
+    pub fn extend(&mut self, chunks: &[Vec<u32>]) -> Result<ChunkLogits, ValueError> {
         let n = chunks.first().map_or(0, Vec::len);
         let rows = chunks.len();
-        let before = self.pending()?.unsqueeze(1)?;
+        let before = self.pending()?.clone();
         let flat: Vec<u32> = chunks.iter().flatten().copied().collect();
         let ids = Tensor::from_vec(flat, (rows, n), self.model.device())?;
-        let all = self.model.forward(&ids, &mut self.state, LogitsSpan::All)?;
-        let predicted = if n > 1 {
-            Tensor::cat(&[&before, &all.narrow(1, 0, n - 1)?], 1)?
-        } else {
-            before
-        };
-        self.pending = Some(all.narrow(1, n - 1, 1)?.squeeze(1)?.contiguous()?);
-        Ok(predicted)
+        let after = self.model.forward(&ids, &mut self.state, LogitsSpan::All)?;
+        self.pending = Some(after.narrow(1, n - 1, 1)?.squeeze(1)?.contiguous()?);
+        Ok(ChunkLogits { before, after })
     }
 
     /// Row `i` becomes former row `order[i]` (state and pending logits).
@@ -91,6 +86,60 @@ impl GuideRunner {
     }
 }
 
+/// The logits that predicted the `n` tokens of a chunk: position 0 by the
+/// logits pending before it, position `k > 0` by the chunk's own position
+/// `k - 1`. Kept as the two tensors the forward produced (no concatenated copy
+/// of `(rows, n, vocab)` floats).
+pub struct ChunkLogits {
+    /// `(rows, vocab)`.
+    before: Tensor,
+    /// `(rows, n, vocab)`.
+    after: Tensor,
+}
+
+impl ChunkLogits {
+    /// `(vocab,)` logits that predicted token `k` of row `r`.
+    pub fn at(&self, r: usize, k: usize) -> Result<Tensor, ValueError> {
+        if k == 0 {
+            Ok(self.before.get(r)?)
+        } else {
+            Ok(self.after.get(r)?.get(k - 1)?)
+        }
+    }
+
+    /// `log_softmax(logits)[token]` of every position of every row:
+    /// `chunks[r][k]` -> `out[r][k]`.
+    pub fn log_probs(&self, chunks: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, ValueError> {
+        chunks
+            .iter()
+            .enumerate()
+            .map(|(r, chunk)| {
+                let before = self.before.get(r)?.to_vec1::<f32>()?;
+                let after = self.after.get(r)?.to_vec2::<f32>()?;
+                chunk
+                    .iter()
+                    .enumerate()
+                    .map(|(k, &t)| {
+                        let row = if k == 0 { &before } else { &after[k - 1] };
+                        log_prob(row, t)
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+fn log_prob(row: &[f32], token: u32) -> Result<f32, ValueError> {
+    let l = row
+        .get(token as usize)
+        .copied()
+        .ok_or_else(|| ValueError::Invalid {
+            name: "log-probabilities".into(),
+            problem: format!("token {token} outside a vocabulary of {}", row.len()),
+        })?;
+    Ok(l - ivg_models::numerics::log_sum_exp(row))
+}
+
 /// `log_softmax(logits)[token]` per row: `logits (rows, vocab)` -> `rows` values.
 /// Computed on the host as `l[token] - logsumexp(l)` in one pass per row with a
 /// vectorised exponential: full-vocabulary log-softmax tensors were the largest
@@ -105,16 +154,7 @@ pub fn token_log_probs(logits: &Tensor, tokens: &[u32]) -> Result<Vec<f32>, Valu
     }
     rows.iter()
         .zip(tokens)
-        .map(|(row, &t)| {
-            let l = row
-                .get(t as usize)
-                .copied()
-                .ok_or_else(|| ValueError::Invalid {
-                    name: "log-probabilities".into(),
-                    problem: format!("token {t} outside a vocabulary of {}", row.len()),
-                })?;
-            Ok(l - ivg_models::numerics::log_sum_exp(row))
-        })
+        .map(|(row, &t)| log_prob(row, t))
         .collect()
 }
 
