@@ -11,7 +11,10 @@ pub fn exp_nonpositive(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
     let x = x.max(-87.0);
-    let k = (x * std::f32::consts::LOG2_E).round();
+    // Round to nearest by the 1.5 * 2^23 trick: `f32::round` is a libm call on
+    // baseline x86-64 (no SSE4.1 `roundps`) and would stop vectorisation.
+    const SHIFTER: f32 = 12_582_912.0;
+    let k = (x * std::f32::consts::LOG2_E + SHIFTER) - SHIFTER;
     let r = (x - k * LN2_HI) - k * LN2_LO;
     let p = 1.0
         + r * (1.0
