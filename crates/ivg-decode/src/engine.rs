@@ -130,8 +130,7 @@ impl<'a> Guides<'a> {
         let base_name = self.base.name().to_string();
         let guide = self.get(role)?;
         if let (Some(b), Some(g)) = (base_tok, guide.tokenizer()) {
-            check_same_vocab(&base_name, b, guide.name(), g)
-                .map_err(|e| DecodeError::Vocabulary(e.to_string()))?;
+            check_same_vocab(&base_name, b, guide.name(), g)?;
         }
         Ok(())
     }

@@ -19,6 +19,9 @@ pub enum DecodeError {
     Tensor(#[from] candle_core::Error),
     #[error(transparent)]
     Value(#[from] ivg_value::ValueError),
+    /// Token-wise guidance with a guide whose vocabulary differs from the base's.
+    #[error("token-wise guidance needs one vocabulary: {0}")]
+    VocabMismatch(#[from] ivg_tokenize::VocabMismatch),
     #[error("vocabularies differ: {0}")]
     Vocabulary(String),
     #[error("invalid generation setting `{field}`: {problem}")]

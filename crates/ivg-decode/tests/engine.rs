@@ -581,9 +581,19 @@ fn token_guidance_refuses_a_different_vocabulary() {
         ..shape(2)
     };
     let err = guided_generate(&mut guides, &texts(), &base_ids(), &eft, &[], &mut |_| {})
-        .expect_err("mismatch")
-        .to_string();
-    assert!(err.contains("odd-guide") && err.contains("42"), "{err}");
+        .expect_err("mismatch");
+    match &err {
+        ivg_decode::DecodeError::VocabMismatch(ivg_tokenize::VocabMismatch::Token {
+            id,
+            b_name,
+            ..
+        }) => {
+            assert_eq!((*id, b_name.as_str()), (42, "odd-guide"));
+        }
+        other => panic!("expected a typed vocabulary mismatch, got {other}"),
+    }
+    let msg = err.to_string();
+    assert!(msg.contains("odd-guide") && msg.contains("42"), "{msg}");
 }
 
 #[test]
