@@ -1,12 +1,17 @@
 //! ivg-train: training the guides (issue 4). So far: the JSONL data formats
-//! ([`data`]) and the SFT and DPO objectives ([`objective`]); the training
-//! loop, the reward, value and classifier objectives and checkpoints follow.
+//! ([`data`]), the SFT and DPO objectives ([`objective`]), the reward model and
+//! the explicit value fits ([`reward`]); the classifier objective, the training
+//! loop and checkpoints follow.
 
 pub mod data;
 pub mod objective;
+pub mod reward;
 
 pub use data::{read_jsonl, DataError, LabelRow, PairRow, RewardRow, SftRow};
 pub use objective::{response_log_probs, Dpo, DpoBatch, Example, Objective, Sft};
+pub use reward::{
+    sequence_rewards, PairBatch, QValueFit, Reward, ScalarValueFit, ValueBatch, ValueLoss,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {

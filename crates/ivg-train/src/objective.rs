@@ -20,12 +20,13 @@ pub struct Example {
     pub response: Vec<u32>,
 }
 
-/// A loss over batches of one kind.
+/// A loss over batches of one kind, for one kind of model.
 pub trait Objective {
+    type Model;
     type Batch;
     fn name(&self) -> &'static str;
     /// Scalar loss; differentiable with respect to the model's variables.
-    fn loss(&self, model: &CausalLm, batch: &Self::Batch) -> Result<Tensor, TrainError>;
+    fn loss(&self, model: &Self::Model, batch: &Self::Batch) -> Result<Tensor, TrainError>;
 }
 
 /// Per example, the summed log-probability of its response tokens and their count.
@@ -34,40 +35,69 @@ pub fn response_log_probs(
     model: &CausalLm,
     batch: &[Example],
 ) -> Result<(Tensor, Vec<usize>), TrainError> {
-    if batch
+    let logits = forward_all(model, batch)?;
+    let lp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+    let (picked, mask) = gather_predictions(&lp, batch)?;
+    let sums = (picked * mask)?.sum(1)?;
+    Ok((sums, batch.iter().map(|e| e.response.len()).collect()))
+}
+
+/// Prompt + response of every example as one left-padded batch:
+/// `(batch, seq, vocab)` logits of every position.
+pub(crate) fn forward_all(model: &CausalLm, batch: &[Example]) -> Result<Tensor, TrainError> {
+    check_examples(batch)?;
+    let mut state = model.new_state();
+    Ok(model.prefill(&sequences(batch), &mut state, LogitsSpan::All)?)
+}
+
+/// Prompt followed by response, per example.
+pub(crate) fn sequences(batch: &[Example]) -> Vec<Vec<u32>> {
+    batch
         .iter()
-        .any(|e| e.prompt.is_empty() || e.response.is_empty())
+        .map(|e| [e.prompt.as_slice(), &e.response].concat())
+        .collect()
+}
+
+pub(crate) fn check_examples(batch: &[Example]) -> Result<(), TrainError> {
+    if batch.is_empty()
+        || batch
+            .iter()
+            .any(|e| e.prompt.is_empty() || e.response.is_empty())
     {
         return Err(TrainError::Batch(
             "every example needs a non-empty prompt and response".into(),
         ));
     }
-    let seqs: Vec<Vec<u32>> = batch
-        .iter()
-        .map(|e| [e.prompt.as_slice(), &e.response].concat())
-        .collect();
-    let mut state = model.new_state();
-    let logits = model.prefill(&seqs, &mut state, LogitsSpan::All)?;
-    let (b, t, _) = logits.dims3()?;
-    // Position j predicts padded token j + 1; response token k of row r sits at
-    // pad_r + |prompt_r| + k.
+    Ok(())
+}
+
+/// `values[r, j, y]` at the position `j` that predicts each response token `y`
+/// (`pad_r + |prompt_r| + k - 1` for token `k`), with the mask of those
+/// positions: `values (batch, seq, vocab)` -> two `(batch, seq - 1)` tensors.
+pub(crate) fn gather_predictions(
+    values: &Tensor,
+    batch: &[Example],
+) -> Result<(Tensor, Tensor), TrainError> {
+    let (b, t, _) = values.dims3()?;
     let mut next = vec![0u32; b * (t - 1)];
     let mut mask = vec![0f32; b * (t - 1)];
-    for (r, (e, seq)) in batch.iter().zip(&seqs).enumerate() {
-        let pad = t - seq.len();
+    for (r, e) in batch.iter().enumerate() {
+        let pad = t - e.prompt.len() - e.response.len();
         for (k, &tok) in e.response.iter().enumerate() {
             let j = pad + e.prompt.len() + k - 1;
             next[r * (t - 1) + j] = tok;
             mask[r * (t - 1) + j] = 1.0;
         }
     }
-    let device = logits.device();
+    let device = values.device();
     let next = Tensor::from_vec(next, (b, t - 1, 1), device)?;
     let mask = Tensor::from_vec(mask, (b, t - 1), device)?;
-    let lp = candle_nn::ops::log_softmax(&logits.narrow(1, 0, t - 1)?, D::Minus1)?;
-    let picked = lp.gather(&next, D::Minus1)?.squeeze(D::Minus1)?;
-    let sums = (picked * mask)?.sum(1)?;
-    Ok((sums, batch.iter().map(|e| e.response.len()).collect()))
+    let picked = values
+        .narrow(1, 0, t - 1)?
+        .contiguous()?
+        .gather(&next, D::Minus1)?
+        .squeeze(D::Minus1)?;
+    Ok((picked, mask))
 }
 
 /// Supervised fine-tuning: mean NLL of the response tokens.
@@ -75,6 +105,7 @@ pub fn response_log_probs(
 pub struct Sft;
 
 impl Objective for Sft {
+    type Model = CausalLm;
     type Batch = Vec<Example>;
 
     fn name(&self) -> &'static str {
@@ -139,6 +170,7 @@ impl Default for Dpo {
 }
 
 impl Objective for Dpo {
+    type Model = CausalLm;
     type Batch = DpoBatch;
 
     fn name(&self) -> &'static str {
@@ -168,6 +200,6 @@ impl Objective for Dpo {
 }
 
 /// `log(1 + e^x)` computed as `max(x, 0) + log(1 + e^{-|x|})`, stable for large `|x|`.
-fn softplus(x: &Tensor) -> Result<Tensor, TrainError> {
+pub(crate) fn softplus(x: &Tensor) -> Result<Tensor, TrainError> {
     Ok((x.relu()? + ((x.abs()?.neg()?.exp()? + 1.0)?.log())?)?)
 }

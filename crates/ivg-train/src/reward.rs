@@ -1,0 +1,157 @@
+//! The reward model and the explicit value function (method.md, "Training the guides").
+//!
+//! - [`Reward`]: Bradley-Terry, `-log sigmoid(r(x, y_w) - r(x, y_l))`, with `r`
+//!   the scalar head at the last token.
+//! - [`QValueFit`] / [`ScalarValueFit`]: every response prefix regressed to the
+//!   final reward, `mean_t (V(x, y<=t) - r(x, y))^2`, or (FUDGE) the binary
+//!   cross-entropy of `sigmoid(V)` against `sigmoid(r)`. The Q form reads
+//!   `V = Q(s_t, y_t)` (the LM-head output before token `t` at that token), the
+//!   scalar form `V = head(h_t)` at token `t`.
+
+use candle_core::Tensor;
+use ivg_models::{CausalLm, ScalarLm};
+
+use crate::objective::{
+    check_examples, forward_all, gather_predictions, sequences, softplus, Example, Objective,
+};
+use crate::TrainError;
+
+/// Chosen and rejected responses to the same prompts.
+#[derive(Debug, Clone)]
+pub struct PairBatch {
+    pub chosen: Vec<Example>,
+    pub rejected: Vec<Example>,
+}
+
+/// `r(x, y)` of every example: the scalar head at its last token, `(batch,)`.
+pub fn sequence_rewards(model: &ScalarLm, batch: &[Example]) -> Result<Tensor, TrainError> {
+    check_examples(batch)?;
+    let mut state = model.new_state();
+    let scores = model.prefill(&sequences(batch), &mut state)?;
+    let t = scores.dim(1)?;
+    Ok(scores.narrow(1, t - 1, 1)?.squeeze(1)?)
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Reward;
+
+impl Objective for Reward {
+    type Model = ScalarLm;
+    type Batch = PairBatch;
+
+    fn name(&self) -> &'static str {
+        "reward"
+    }
+
+    fn loss(&self, model: &ScalarLm, batch: &PairBatch) -> Result<Tensor, TrainError> {
+        if batch.chosen.len() != batch.rejected.len() {
+            return Err(TrainError::Batch(format!(
+                "{} chosen and {} rejected",
+                batch.chosen.len(),
+                batch.rejected.len()
+            )));
+        }
+        let margin =
+            (sequence_rewards(model, &batch.chosen)? - sequence_rewards(model, &batch.rejected)?)?;
+        Ok(softplus(&margin.neg()?)?.mean_all()?)
+    }
+}
+
+/// Responses with their final rewards `r(x, y)`.
+#[derive(Debug, Clone)]
+pub struct ValueBatch {
+    pub examples: Vec<Example>,
+    pub rewards: Vec<f64>,
+}
+
+/// How prefix values are fitted to the final reward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ValueLoss {
+    /// `(V - r)^2` (CD-FUDGE regression).
+    #[default]
+    Regression,
+    /// `BCE(sigmoid(V), sigmoid(r)) = softplus(V) - sigmoid(r) V` (FUDGE).
+    Fudge,
+}
+
+/// Mean over masked positions of the chosen loss; `values, mask: (batch, n)`.
+fn fit(
+    values: &Tensor,
+    mask: &Tensor,
+    rewards: &[f64],
+    loss: ValueLoss,
+) -> Result<Tensor, TrainError> {
+    let (b, _) = values.dims2()?;
+    if rewards.len() != b || rewards.iter().any(|r| !r.is_finite()) {
+        return Err(TrainError::Batch(format!(
+            "{} finite rewards needed for {b} examples",
+            b
+        )));
+    }
+    let target: Vec<f32> = rewards
+        .iter()
+        .map(|&r| match loss {
+            ValueLoss::Regression => r as f32,
+            ValueLoss::Fudge => (1.0 / (1.0 + (-r).exp())) as f32,
+        })
+        .collect();
+    let target = Tensor::from_vec(target, (b, 1), values.device())?;
+    let per_position = match loss {
+        ValueLoss::Regression => values.broadcast_sub(&target)?.sqr()?,
+        ValueLoss::Fudge => (softplus(values)? - values.broadcast_mul(&target)?)?,
+    };
+    let count = mask.sum_all()?.to_scalar::<f32>()? as f64;
+    Ok(((per_position * mask)?.sum_all()? / count)?)
+}
+
+/// Fits a vocabulary-sized Q head (the `lm_head` of a causal LM).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct QValueFit {
+    pub loss: ValueLoss,
+}
+
+impl Objective for QValueFit {
+    type Model = CausalLm;
+    type Batch = ValueBatch;
+
+    fn name(&self) -> &'static str {
+        "value-q"
+    }
+
+    fn loss(&self, model: &CausalLm, batch: &ValueBatch) -> Result<Tensor, TrainError> {
+        let logits = forward_all(model, &batch.examples)?;
+        let (q, mask) = gather_predictions(&logits, &batch.examples)?;
+        fit(&q, &mask, &batch.rewards, self.loss)
+    }
+}
+
+/// Fits a scalar value head read at every response token.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ScalarValueFit {
+    pub loss: ValueLoss,
+}
+
+impl Objective for ScalarValueFit {
+    type Model = ScalarLm;
+    type Batch = ValueBatch;
+
+    fn name(&self) -> &'static str {
+        "value-scalar"
+    }
+
+    fn loss(&self, model: &ScalarLm, batch: &ValueBatch) -> Result<Tensor, TrainError> {
+        check_examples(&batch.examples)?;
+        let mut state = model.new_state();
+        let scores = model.prefill(&sequences(&batch.examples), &mut state)?;
+        let (b, t) = scores.dims2()?;
+        let mut mask = vec![0f32; b * t];
+        for (r, e) in batch.examples.iter().enumerate() {
+            let start = t - e.response.len();
+            mask[r * t + start..(r + 1) * t]
+                .iter_mut()
+                .for_each(|m| *m = 1.0);
+        }
+        let mask = Tensor::from_vec(mask, (b, t), scores.device())?;
+        fit(&scores, &mask, &batch.rewards, self.loss)
+    }
+}
