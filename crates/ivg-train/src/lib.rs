@@ -1,12 +1,14 @@
 //! ivg-train: training the guides (issue 4). So far: the JSONL data formats
 //! ([`data`]), the SFT and DPO objectives ([`objective`]), the reward model and
-//! the explicit value fits ([`reward`]); the classifier objective, the training
-//! loop and checkpoints follow.
+//! the explicit value fits ([`reward`]) and the classifier ([`classifier`]);
+//! the training loop and checkpoints follow.
 
+pub mod classifier;
 pub mod data;
 pub mod objective;
 pub mod reward;
 
+pub use classifier::{classifier_logits, Classifier, ClassifierBatch};
 pub use data::{read_jsonl, DataError, LabelRow, PairRow, RewardRow, SftRow};
 pub use objective::{response_log_probs, Dpo, DpoBatch, Example, Objective, Sft};
 pub use reward::{

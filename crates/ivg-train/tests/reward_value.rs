@@ -132,3 +132,71 @@ fn scalar_value_fit_regresses_every_prefix() {
     };
     assert!(fit.loss(&m, &bad).is_err());
 }
+
+#[test]
+fn classifier_is_cross_entropy() {
+    use candle_core::{Device, Tensor};
+    use candle_nn::VarMap;
+    use ivg_models::arch::bert::BertModel;
+    use ivg_models::heads::ClassifierHead;
+    use ivg_models::loader::BertWithHead;
+    use ivg_models::{ModelConfig, Weights};
+    use ivg_train::{classifier_logits, Classifier, ClassifierBatch};
+
+    let cfg = serde_json::json!({
+        "model_type": "bert", "vocab_size": 50, "hidden_size": 16, "num_hidden_layers": 2,
+        "num_attention_heads": 2, "intermediate_size": 32, "max_position_embeddings": 16, "num_labels": 3
+    });
+    let ModelConfig::Bert(c) =
+        ModelConfig::from_value(&cfg, std::path::Path::new("b.json")).expect("cfg")
+    else {
+        panic!("bert config")
+    };
+    let varmap = VarMap::new();
+    let w = Weights::from_varmap(&varmap, &Device::Cpu);
+    let model = BertWithHead {
+        encoder: BertModel::load(&w.pp("bert"), &c).expect("encoder"),
+        classifier: Some(
+            ClassifierHead::load(&w, "bert", c.hidden_size, c.num_labels).expect("head"),
+        ),
+    };
+    for v in varmap.all_vars() {
+        v.set(&Tensor::randn(0f32, 0.1, v.shape(), &Device::Cpu).expect("r"))
+            .expect("set");
+    }
+    let batch = ClassifierBatch {
+        ids: vec![vec![2, 7, 9, 4], vec![3, 8]],
+        labels: vec![2, 0],
+    };
+    let mut want = 0.0;
+    for (ids, &label) in batch.ids.iter().zip(&batch.labels) {
+        let row = classifier_logits(&model, std::slice::from_ref(ids), 0)
+            .expect("logits")
+            .to_vec2::<f32>()
+            .expect("host");
+        let l: Vec<f64> = row[0].iter().map(|&x| x as f64).collect();
+        let max = l.iter().copied().fold(f64::MIN, f64::max);
+        let lse = max + l.iter().map(|x| (x - max).exp()).sum::<f64>().ln();
+        want += (lse - l[label as usize]) / 2.0;
+    }
+    let got = Classifier
+        .loss(&model, &batch)
+        .expect("loss")
+        .to_scalar::<f32>()
+        .expect("s") as f64;
+    assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+    common::check_gradients(
+        &|| Classifier.loss(&model, &batch).expect("loss"),
+        &varmap,
+        "classifier",
+    );
+    let bad = ClassifierBatch {
+        labels: vec![3, 0],
+        ..batch
+    };
+    assert!(Classifier
+        .loss(&model, &bad)
+        .expect_err("label")
+        .to_string()
+        .contains("label 3"));
+}
