@@ -6,11 +6,13 @@
 pub mod classifier;
 pub mod data;
 pub mod objective;
+pub mod optim;
 pub mod reward;
 
 pub use classifier::{classifier_logits, Classifier, ClassifierBatch};
 pub use data::{read_jsonl, DataError, LabelRow, PairRow, RewardRow, SftRow};
 pub use objective::{response_log_probs, Dpo, DpoBatch, Example, Objective, Sft};
+pub use optim::{AdamW, OptimConfig};
 pub use reward::{
     sequence_rewards, PairBatch, QValueFit, Reward, ScalarValueFit, ValueBatch, ValueLoss,
 };
@@ -25,4 +27,8 @@ pub enum TrainError {
     Data(#[from] DataError),
     #[error("invalid batch: {0}")]
     Batch(String),
+    #[error("invalid training config: {0}")]
+    Config(String),
+    #[error("numerical failure: {0}")]
+    Numerics(String),
 }
