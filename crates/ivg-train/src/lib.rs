@@ -3,12 +3,16 @@
 //! the explicit value fits ([`reward`]) and the classifier ([`classifier`]);
 //! the training loop and checkpoints follow.
 
+pub mod checkpoint;
 pub mod classifier;
 pub mod data;
 pub mod objective;
 pub mod optim;
 pub mod reward;
 
+pub use checkpoint::{
+    latest_checkpoint, load_checkpoint, save_checkpoint, Checkpoint, LossRecord, Resumed,
+};
 pub use classifier::{classifier_logits, Classifier, ClassifierBatch};
 pub use data::{read_jsonl, DataError, LabelRow, PairRow, RewardRow, SftRow};
 pub use objective::{response_log_probs, Dpo, DpoBatch, Example, Objective, Sft};
@@ -31,4 +35,6 @@ pub enum TrainError {
     Config(String),
     #[error("numerical failure: {0}")]
     Numerics(String),
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
 }

@@ -52,13 +52,16 @@ pub fn naive_log_prob(m: &CausalLm, e: &Example) -> f64 {
         .sum()
 }
 
-/// A tiny Llama config (96-token vocabulary, like the fixtures).
-pub fn tiny_config() -> ModelConfig {
-    let cfg = serde_json::json!({
+/// The tiny Llama's `config.json` (96-token vocabulary, like the fixtures).
+pub fn tiny_config_json() -> serde_json::Value {
+    serde_json::json!({
         "model_type": "llama", "vocab_size": 96, "hidden_size": 16, "intermediate_size": 32,
         "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1, "max_position_embeddings": 32
-    });
-    ModelConfig::from_value(&cfg, std::path::Path::new("t.json")).expect("cfg")
+    })
+}
+
+pub fn tiny_config() -> ModelConfig {
+    ModelConfig::from_value(&tiny_config_json(), std::path::Path::new("t.json")).expect("cfg")
 }
 
 /// Every variable ~ N(0, 0.3).
