@@ -1,7 +1,8 @@
 //! ivg-train: training the guides (issue 4). So far: the JSONL data formats
 //! ([`data`]), the SFT and DPO objectives ([`objective`]), the reward model and
 //! the explicit value fits ([`reward`]) and the classifier ([`classifier`]);
-//! the training loop and checkpoints follow.
+//! the training loop ([`trainer`]) with AdamW ([`optim`]) and atomic
+//! checkpoints ([`checkpoint`]). The `ivg train` command follows.
 
 pub mod checkpoint;
 pub mod classifier;
@@ -9,6 +10,7 @@ pub mod data;
 pub mod objective;
 pub mod optim;
 pub mod reward;
+pub mod trainer;
 
 pub use checkpoint::{
     latest_checkpoint, load_checkpoint, save_checkpoint, Checkpoint, LossRecord, Resumed,
@@ -20,6 +22,7 @@ pub use optim::{AdamW, OptimConfig};
 pub use reward::{
     sequence_rewards, PairBatch, QValueFit, Reward, ScalarValueFit, ValueBatch, ValueLoss,
 };
+pub use trainer::{train, LoopConfig, Progress, Run};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {

@@ -157,3 +157,18 @@ pub fn trainable_scalar() -> (ScalarLm, VarMap) {
     randomise(&varmap);
     (m, varmap)
 }
+
+/// Overwrites every variable with fixed values (sorted by name), so that two
+/// models built separately start identical.
+pub fn deterministic_init(varmap: &VarMap) {
+    let data = varmap.data().lock().expect("lock");
+    let mut vars: Vec<(&String, &Var)> = data.iter().collect();
+    vars.sort_by(|a, b| a.0.cmp(b.0));
+    for (i, (_, v)) in vars.iter().enumerate() {
+        let vals: Vec<f32> = (0..v.elem_count())
+            .map(|j| (((i * 31 + j * 17) % 97) as f32 / 97.0 - 0.5) * 0.6)
+            .collect();
+        v.set(&Tensor::from_vec(vals, v.shape(), &Device::Cpu).expect("t"))
+            .expect("set");
+    }
+}
