@@ -139,6 +139,37 @@ pub struct BertWithHead {
     pub classifier: Option<ClassifierHead>,
 }
 
+impl BertWithHead {
+    /// Classifier logits `(batch, labels)` for token ids of different lengths,
+    /// right-padded with the config's `pad_token_id` under an attention mask.
+    pub fn classify(&self, ids: &[Vec<u32>]) -> Result<candle_core::Tensor> {
+        let head = self.classifier.as_ref().ok_or_else(|| {
+            ModelError::Unsupported("this BERT checkpoint has no classification head".into())
+        })?;
+        let n = ids.iter().map(Vec::len).max().unwrap_or(0);
+        if n == 0 {
+            return Err(ModelError::State(
+                "classify needs at least one non-empty text".into(),
+            ));
+        }
+        let pad = self.encoder.config().pad_token_id;
+        let mut flat = Vec::with_capacity(ids.len() * n);
+        let mut mask = Vec::with_capacity(ids.len() * n);
+        for row in ids {
+            flat.extend(
+                row.iter()
+                    .copied()
+                    .chain(std::iter::repeat_n(pad, n - row.len())),
+            );
+            mask.extend((0..n).map(|k| u32::from(k < row.len())));
+        }
+        let device = Device::Cpu;
+        let ids_t = candle_core::Tensor::from_vec(flat, (ids.len(), n), &device)?;
+        let mask_t = candle_core::Tensor::from_vec(mask, (ids.len(), n), &device)?;
+        head.forward(&self.encoder.forward(&ids_t, &mask_t)?)
+    }
+}
+
 /// Loads `BertModel` or `BertForSequenceClassification` (`bert.`-prefixed).
 pub fn load_bert(path: &Path, opts: &LoadOptions) -> Result<BertWithHead> {
     let (config, weights) = open(path, opts)?;

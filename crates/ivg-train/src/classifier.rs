@@ -15,34 +15,9 @@ pub struct ClassifierBatch {
     pub labels: Vec<u32>,
 }
 
-/// `(batch, labels)` logits of right-padded `ids` (padding id `pad`).
-pub fn classifier_logits(
-    model: &BertWithHead,
-    ids: &[Vec<u32>],
-    pad: u32,
-) -> Result<Tensor, TrainError> {
-    let head = model
-        .classifier
-        .as_ref()
-        .ok_or_else(|| TrainError::Batch("the model has no classification head".into()))?;
-    let n = ids.iter().map(Vec::len).max().unwrap_or(0);
-    if n == 0 {
-        return Err(TrainError::Batch("empty classifier batch".into()));
-    }
-    let mut flat = Vec::with_capacity(ids.len() * n);
-    let mut mask = Vec::with_capacity(ids.len() * n);
-    for row in ids {
-        flat.extend(
-            row.iter()
-                .copied()
-                .chain(std::iter::repeat_n(pad, n - row.len())),
-        );
-        mask.extend((0..n).map(|k| u32::from(k < row.len())));
-    }
-    let device = candle_core::Device::Cpu;
-    let ids_t = Tensor::from_vec(flat, (ids.len(), n), &device)?;
-    let mask_t = Tensor::from_vec(mask, (ids.len(), n), &device)?;
-    Ok(head.forward(&model.encoder.forward(&ids_t, &mask_t)?)?)
+/// `(batch, labels)` logits of `ids` (right-padded with the config's pad id).
+pub fn classifier_logits(model: &BertWithHead, ids: &[Vec<u32>]) -> Result<Tensor, TrainError> {
+    Ok(model.classify(ids)?)
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -70,8 +45,7 @@ impl Objective for Classifier {
                 "label {bad} out of range ({labels} labels)"
             )));
         }
-        let pad = model.encoder.config().pad_token_id;
-        let logits = classifier_logits(model, &batch.ids, pad)?;
+        let logits = classifier_logits(model, &batch.ids)?;
         let target = Tensor::from_vec(batch.labels.clone(), batch.labels.len(), logits.device())?;
         Ok(candle_nn::loss::cross_entropy(&logits, &target)?)
     }

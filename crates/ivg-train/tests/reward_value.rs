@@ -170,7 +170,7 @@ fn classifier_is_cross_entropy() {
     };
     let mut want = 0.0;
     for (ids, &label) in batch.ids.iter().zip(&batch.labels) {
-        let row = classifier_logits(&model, std::slice::from_ref(ids), 0)
+        let row = classifier_logits(&model, std::slice::from_ref(ids))
             .expect("logits")
             .to_vec2::<f32>()
             .expect("host");

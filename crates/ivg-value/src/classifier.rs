@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use candle_core::{Tensor, D};
+use candle_core::D;
 use ivg_models::loader::BertWithHead;
 use ivg_tokenize::Tokenizer;
 
@@ -70,31 +70,7 @@ impl ClassifierValue {
             .map(|t| self.tokenizer.encode(t, true))
             .collect::<Result<_, _>>()?;
         ids.iter_mut().for_each(|i| i.truncate(self.max_len));
-        let n = ids.iter().map(Vec::len).max().unwrap_or(0).max(1);
-        let pad = self.model.encoder.config().pad_token_id;
-        let mut flat = Vec::with_capacity(ids.len() * n);
-        let mut mask = Vec::with_capacity(ids.len() * n);
-        for row in &ids {
-            flat.extend(
-                row.iter()
-                    .copied()
-                    .chain(std::iter::repeat_n(pad, n - row.len())),
-            );
-            mask.extend((0..n).map(|k| u32::from(k < row.len())));
-        }
-        let device = candle_core::Device::Cpu;
-        let ids_t = Tensor::from_vec(flat, (ids.len(), n), &device)?;
-        let mask_t = Tensor::from_vec(mask, (ids.len(), n), &device)?;
-        let hidden = self.model.encoder.forward(&ids_t, &mask_t)?;
-        let head = self
-            .model
-            .classifier
-            .as_ref()
-            .ok_or_else(|| ValueError::Invalid {
-                name: self.name.clone(),
-                problem: "no classification head".into(),
-            })?;
-        let logits = head.forward(&hidden)?;
+        let logits = self.model.classify(&ids)?;
         let rows = if logits.dim(1)? == 2 {
             let l = logits.to_vec2::<f32>()?;
             l.iter()
