@@ -10,7 +10,7 @@ use candle_core::D;
 use ivg_models::loader::BertWithHead;
 use ivg_tokenize::Tokenizer;
 
-use crate::{ValueError, ValueFunction};
+use crate::{check_beta_v, ValueError, ValueFunction};
 
 pub struct ClassifierValue {
     name: String,
@@ -41,11 +41,10 @@ impl ClassifierValue {
             Some("the checkpoint has no classification head (classifier.weight)".to_string())
         } else if label >= labels {
             Some(format!("label {label} out of range ({labels} labels)"))
-        } else if !beta_v.is_finite() {
-            Some(format!("beta_v must be finite, got {beta_v}"))
         } else {
             None
         };
+        check_beta_v(&name, beta_v)?;
         if let Some(problem) = problem {
             return Err(ValueError::Invalid { name, problem });
         }

@@ -35,12 +35,7 @@ impl QValue {
         feed: Feed,
     ) -> Result<Self, ValueError> {
         let name = name.into();
-        if !beta_v.is_finite() {
-            return Err(ValueError::Invalid {
-                name,
-                problem: format!("beta_v must be finite, got {beta_v}"),
-            });
-        }
+        crate::check_beta_v(&name, beta_v)?;
         Ok(Self {
             name,
             runner: GuideRunner::new(model),

@@ -55,12 +55,7 @@ impl ImplicitValue {
                 problem: "needs at least one tuned/reference pair".into(),
             });
         }
-        if !beta_v.is_finite() {
-            return Err(ValueError::Invalid {
-                name,
-                problem: format!("beta_v must be finite, got {beta_v}"),
-            });
-        }
+        crate::check_beta_v(&name, beta_v)?;
         let pairs = pairs
             .into_iter()
             .map(|pair| PairState {

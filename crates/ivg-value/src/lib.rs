@@ -92,6 +92,17 @@ pub fn encode_prompt(
     Ok(tokenizer.encode(&template.replace("{prompt}", prompt), true)?)
 }
 
+/// Value scales must be finite (NaN or infinity would corrupt every ranking).
+pub(crate) fn check_beta_v(name: &str, beta_v: f64) -> Result<(), ValueError> {
+    if beta_v.is_finite() {
+        return Ok(());
+    }
+    Err(ValueError::Invalid {
+        name: name.to_string(),
+        problem: format!("beta_v must be finite, got {beta_v}"),
+    })
+}
+
 /// `observe` must get one token and one liveness flag per row.
 pub(crate) fn check_rows(
     name: &str,

@@ -32,12 +32,7 @@ impl ScalarValue {
         beta_v: f64,
     ) -> Result<Self, ValueError> {
         let name = name.into();
-        if !beta_v.is_finite() {
-            return Err(ValueError::Invalid {
-                name,
-                problem: format!("beta_v must be finite, got {beta_v}"),
-            });
-        }
+        crate::check_beta_v(&name, beta_v)?;
         let state = model.new_state();
         Ok(Self {
             name,
