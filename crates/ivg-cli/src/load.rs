@@ -32,6 +32,7 @@ impl LoadedLm {
 
 /// The tokenizer of a model: embedded in a GGUF, or `tokenizer.json` in a directory.
 pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
+    let path = &ivg_models::loader::checkpoint_dir(path);
     if path.is_file() {
         let gguf = GgufFile::open(path)?;
         return Ok(Tokenizer::from_gguf(&gguf.content, path)?);

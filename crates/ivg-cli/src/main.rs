@@ -3,11 +3,15 @@
 mod assets_cmd;
 mod bench;
 mod bench_guided;
+mod data_cmd;
 mod demo;
 mod generate_cmd;
 mod guided;
 mod inspect_cmd;
+mod label_cmd;
 mod load;
+mod sample_cmd;
+mod train_cmd;
 
 use std::process::ExitCode;
 
@@ -37,11 +41,42 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Measure prefill and decode throughput (tokens/s) at several batch sizes.
     Bench(bench::BenchArgs),
+    /// Train a guide: sft, dpo, reward, value or classifier, from a TOML job.
+    Train(train_cmd::TrainArgs),
+    /// Draw completions for JSONL prompts with any model and method.
+    Sample(Box<sample_cmd::SampleArgs>),
+    /// Score {prompt, response} rows with a reward model or classifier; write rewards or pairs.
+    Label(Box<label_cmd::LabelArgs>),
+    /// Evaluate a trained model on held-out data.
+    #[command(subcommand)]
+    Eval(label_cmd::EvalCommand),
+    /// Export data sets as training JSONL.
+    #[command(subcommand)]
+    Data(data_cmd::DataCommand),
     /// Cost of every guided method: wall time against the summed model forward time.
     BenchGuided(bench_guided::BenchGuidedArgs),
 }
 
+/// Keeps freed tensor buffers in the process. glibc hands every allocation
+/// above its mmap threshold back to the kernel on free, and the next tensor of
+/// that size page-faults its memory in again: in CPU training (many large
+/// short-lived activations and gradients) that was about a quarter of the run
+/// time as kernel time.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn keep_freed_memory() {
+    // SAFETY: mallopt only changes allocator parameters; called before any
+    // other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_MAX, 0);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn keep_freed_memory() {}
+
 fn main() -> ExitCode {
+    keep_freed_memory();
     let cli = Cli::parse();
     if let Some(n) = cli.threads {
         // candle sizes its CPU thread pool from this variable on first use.
@@ -54,6 +89,11 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(args),
         Command::Bench(args) => bench::run(args),
         Command::BenchGuided(args) => bench_guided::run(args),
+        Command::Train(args) => train_cmd::run(args),
+        Command::Data(cmd) => data_cmd::run(cmd),
+        Command::Sample(args) => sample_cmd::run(*args),
+        Command::Label(args) => label_cmd::run(*args),
+        Command::Eval(cmd) => label_cmd::run_eval(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

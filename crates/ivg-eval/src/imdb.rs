@@ -145,6 +145,22 @@ pub fn prompt_prefix(text: &str, words: usize) -> String {
         .join(" ")
 }
 
+/// `n` reviews chosen by a seeded shuffle (all of them when `n` exceeds the
+/// count): the same seed gives the same subset on every machine.
+pub fn seeded_subset(reviews: &[Review], n: usize, seed: u64) -> Vec<&Review> {
+    let mut idx: Vec<usize> = (0..reviews.len()).collect();
+    idx.sort_by_key(|&i| splitmix64(seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)));
+    idx.into_iter().take(n).map(|i| &reviews[i]).collect()
+}
+
+/// SplitMix64's finaliser: a well-mixed 64-bit hash.
+fn splitmix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 /// The base-model prompt of the authors' sentiment script.
 pub fn base_prompt(prefix: &str) -> String {
     format!("Here is a movie review from imdb: {prefix}")
@@ -153,6 +169,43 @@ pub fn base_prompt(prefix: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seeded_subset_is_stable_and_distinct() {
+        let reviews: Vec<Review> = (0..100)
+            .map(|i| Review {
+                text: i.to_string(),
+                positive: i % 2 == 0,
+            })
+            .collect();
+        let a: Vec<&str> = seeded_subset(&reviews, 10, 1)
+            .iter()
+            .map(|r| r.text.as_str())
+            .collect();
+        let b: Vec<&str> = seeded_subset(&reviews, 10, 1)
+            .iter()
+            .map(|r| r.text.as_str())
+            .collect();
+        let c: Vec<&str> = seeded_subset(&reviews, 10, 2)
+            .iter()
+            .map(|r| r.text.as_str())
+            .collect();
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        let mut d = a.clone();
+        d.sort();
+        d.dedup();
+        assert_eq!(d.len(), 10);
+        assert_ne!(
+            a,
+            (0..10)
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+        );
+    }
 
     #[test]
     fn splits_by_membership_and_reports_bad_labels() {

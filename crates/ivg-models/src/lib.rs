@@ -10,6 +10,7 @@ pub mod config;
 pub mod error;
 pub mod gguf;
 pub mod heads;
+pub mod hf_config;
 pub mod info;
 pub mod layers;
 pub mod loader;

@@ -42,9 +42,27 @@ pub enum ModelSource {
     Gguf(PathBuf),
 }
 
+/// A training output directory (no `config.json`, a `latest` file naming a
+/// checkpoint, as `ivg train` writes) stands for that checkpoint; any other
+/// path is itself.
+pub fn checkpoint_dir(path: &Path) -> PathBuf {
+    let latest = path.join("latest");
+    if path.is_dir() && !config_path(path).is_file() && latest.is_file() {
+        if let Ok(name) = std::fs::read_to_string(&latest) {
+            let dir = path.join(name.trim());
+            if dir.is_dir() {
+                return dir;
+            }
+        }
+    }
+    path.to_path_buf()
+}
+
 impl ModelSource {
-    /// Classifies `path`, listing the safetensors shards of a directory.
+    /// Classifies `path`, listing the safetensors shards of a directory (a
+    /// training output directory resolves to its latest checkpoint).
     pub fn resolve(path: &Path) -> Result<Self> {
+        let path = &checkpoint_dir(path);
         if path.is_file() && path.extension().is_some_and(|e| e == "gguf") {
             return Ok(Self::Gguf(path.to_path_buf()));
         }
@@ -167,6 +185,27 @@ impl BertWithHead {
         let ids_t = candle_core::Tensor::from_vec(flat, (ids.len(), n), &device)?;
         let mask_t = candle_core::Tensor::from_vec(mask, (ids.len(), n), &device)?;
         head.forward(&self.encoder.forward(&ids_t, &mask_t)?)
+    }
+}
+
+impl BertWithHead {
+    /// The reward a classifier gives each text for `label`: with two labels
+    /// the margin `logit[label] - logit[other]` (e.g. positive minus negative
+    /// sentiment), with more `log_softmax(logits)[label]`.
+    pub fn label_scores(&self, ids: &[Vec<u32>], label: usize) -> Result<Vec<f64>> {
+        let logits = self.classify(ids)?;
+        let labels = logits.dim(1)?;
+        if label >= labels {
+            return Err(ModelError::State(format!(
+                "label {label} out of range ({labels} labels)"
+            )));
+        }
+        if labels == 2 {
+            let l = logits.to_vec2::<f32>()?;
+            return Ok(l.iter().map(|r| (r[label] - r[1 - label]) as f64).collect());
+        }
+        let lp = candle_nn::ops::log_softmax(&logits, candle_core::D::Minus1)?.to_vec2::<f32>()?;
+        Ok(lp.iter().map(|r| r[label] as f64).collect())
     }
 }
 

@@ -44,10 +44,20 @@ enum Backing {
     },
     Vars {
         varmap: VarMap,
+        seed: Option<Seed>,
     },
     Tensors {
         map: HashMap<String, Tensor>,
     },
+}
+
+/// Where new trainable variables take their initial values: another source
+/// (a pretrained checkpoint, dequantized), read under the variable's name with
+/// `strip` removed from its front when the source lacks the full name (e.g. a
+/// `BertModel` checkpoint seeding `bert.`-prefixed classifier variables).
+struct Seed {
+    weights: Weights,
+    strip: String,
 }
 
 /// A view of a weight source under a name prefix (like candle's `VarBuilder`).
@@ -112,6 +122,32 @@ impl Weights {
     pub fn from_varmap(varmap: &VarMap, device: &Device) -> Self {
         let backing = Backing::Vars {
             varmap: varmap.clone(),
+            seed: None,
+        };
+        Self::new(
+            backing,
+            "trainable variables".into(),
+            device,
+            QuantPolicy::Dequantize,
+        )
+    }
+
+    /// Trainable variables initialised from `seed` where it holds the tensor
+    /// (looked up under the full name, then with `strip` removed from its
+    /// front), and from the layer's own initialisation otherwise: fine-tuning
+    /// a checkpoint, or adding a fresh head to a pretrained backbone.
+    pub fn from_varmap_seeded(
+        varmap: &VarMap,
+        seed: Weights,
+        strip: impl Into<String>,
+        device: &Device,
+    ) -> Self {
+        let backing = Backing::Vars {
+            varmap: varmap.clone(),
+            seed: Some(Seed {
+                weights: seed,
+                strip: strip.into(),
+            }),
         };
         Self::new(
             backing,
@@ -212,7 +248,10 @@ impl Weights {
                 let t = map.get(&full).ok_or_else(|| self.missing(&full))?;
                 Stored::Dense(t.to_device(&self.device)?.to_dtype(DType::F32)?)
             }
-            Backing::Vars { varmap } => {
+            Backing::Vars { varmap, seed } => {
+                if let Some(seed) = seed {
+                    seed.plant(varmap, &full, shape)?;
+                }
                 let vb = VarBuilder::from_varmap(varmap, DType::F32, &self.device);
                 Stored::Dense(vb.get_with_hints(shape, &full, init)?)
             }
@@ -272,5 +311,32 @@ impl Weights {
             source_name: self.source_name.to_string(),
             name: name.to_string(),
         }
+    }
+}
+
+impl Seed {
+    /// Inserts `name` into `varmap` from the seed source, when the variable
+    /// does not exist yet and the source holds it.
+    fn plant(&self, varmap: &VarMap, name: &str, shape: &[usize]) -> Result<()> {
+        let mut data = varmap
+            .data()
+            .lock()
+            .map_err(|_| ModelError::State("variable map lock poisoned".into()))?;
+        if data.contains_key(name) {
+            return Ok(());
+        }
+        let stripped = name
+            .strip_prefix(self.strip.as_str())
+            .filter(|_| !self.strip.is_empty());
+        let source_name = if self.weights.contains(name) {
+            name
+        } else if let Some(s) = stripped.filter(|s| self.weights.contains(s)) {
+            s
+        } else {
+            return Ok(());
+        };
+        let t = self.weights.tensor(source_name, shape, Init::Const(0.0))?;
+        data.insert(name.to_string(), candle_core::Var::from_tensor(&t)?);
+        Ok(())
     }
 }

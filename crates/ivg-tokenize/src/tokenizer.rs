@@ -180,6 +180,41 @@ impl Tokenizer {
         &self.eos_ids
     }
 
+    /// Writes `tokenizer.json` and a `tokenizer_config.json` holding the bos
+    /// and eos tokens and the chat template into `dir`, so that a tokenizer
+    /// built from a GGUF travels with a trained checkpoint and loads back
+    /// with [`Self::from_file`] (and in transformers).
+    pub fn save(&self, dir: &Path) -> Result<(), TokenizeError> {
+        let io = |path: std::path::PathBuf| {
+            move |source: std::io::Error| TokenizeError::Io { path, source }
+        };
+        std::fs::create_dir_all(dir).map_err(io(dir.to_path_buf()))?;
+        let json = dir.join("tokenizer.json");
+        self.inner
+            .save(&json, false)
+            .map_err(|e| TokenizeError::TokenizerFile {
+                path: json.clone(),
+                message: e.to_string(),
+            })?;
+        let mut config = serde_json::json!({ "tokenizer_class": "PreTrainedTokenizerFast" });
+        if let Some((_, t)) = &self.bos {
+            config["bos_token"] = t.clone().into();
+        }
+        if let Some((_, t)) = self.eos.first() {
+            config["eos_token"] = t.clone().into();
+        }
+        if let Some(t) = &self.chat_template {
+            config["chat_template"] = t.clone().into();
+        }
+        let path = dir.join("tokenizer_config.json");
+        let text =
+            serde_json::to_string_pretty(&config).map_err(|e| TokenizeError::TokenizerFile {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+        std::fs::write(&path, text).map_err(io(path))
+    }
+
     pub fn has_chat_template(&self) -> bool {
         self.chat_template.is_some()
     }

@@ -37,7 +37,8 @@ pub struct Checkpoint<'a> {
     pub step: usize,
     pub train_config: &'a Value,
     pub losses: &'a [LossRecord],
-    /// A `tokenizer.json` to copy beside the weights.
+    /// A `tokenizer.json` to copy beside the weights, or a directory whose
+    /// `tokenizer.json` and `tokenizer_config.json` are copied.
     pub tokenizer: Option<&'a Path>,
 }
 
@@ -58,6 +59,21 @@ fn write_json(path: &Path, v: &impl Serialize) -> Result<(), TrainError> {
     let text = serde_json::to_string_pretty(v)
         .map_err(|e| TrainError::Checkpoint(format!("{}: {e}", path.display())))?;
     std::fs::write(path, text).map_err(io(path))
+}
+
+/// Copies a tokenizer file, or the tokenizer files of a directory, into `dir`.
+fn copy_tokenizer(from: &Path, dir: &Path) -> Result<(), TrainError> {
+    if from.is_file() {
+        std::fs::copy(from, dir.join("tokenizer.json")).map_err(io(from))?;
+        return Ok(());
+    }
+    for name in ["tokenizer.json", "tokenizer_config.json"] {
+        let src = from.join(name);
+        if src.is_file() {
+            std::fs::copy(&src, dir.join(name)).map_err(io(&src))?;
+        }
+    }
+    Ok(())
 }
 
 /// Writes `ckpt` as `out/checkpoint-STEP` and points `out/latest` at it.
@@ -102,9 +118,7 @@ fn save_with_stops(out: &Path, ckpt: &Checkpoint<'_>, stops: usize) -> Result<Pa
             std::fs::write(tmp.join("loss_log.jsonl"), log).map_err(io(&tmp))
         },
         &|| match ckpt.tokenizer {
-            Some(t) => std::fs::copy(t, tmp.join("tokenizer.json"))
-                .map(|_| ())
-                .map_err(io(t)),
+            Some(t) => copy_tokenizer(t, &tmp),
             None => Ok(()),
         },
         &|| {

@@ -155,3 +155,42 @@ impl Objective for ScalarValueFit {
         fit(&scores, &mask, &batch.rewards, self.loss)
     }
 }
+
+/// The value of every response prefix, per example: `V(x, y<=k)` for
+/// `k = 1..=|y|`, from a Q head (`Q(s_{k-1}, y_k)`) or a scalar head (at token
+/// `k`). Evaluation only; the result leaves the autograd graph.
+pub fn prefix_values(
+    model: &ValueModel<'_>,
+    batch: &[Example],
+) -> Result<Vec<Vec<f64>>, TrainError> {
+    check_examples(batch)?;
+    let (values, offset) = match model {
+        ValueModel::Q(m) => {
+            let logits = forward_all(m, batch)?;
+            (gather_predictions(&logits, batch)?.0, 1)
+        }
+        ValueModel::Scalar(m) => {
+            let mut state = m.new_state();
+            (m.prefill(&sequences(batch), &mut state)?, 0)
+        }
+    };
+    let rows = values
+        .detach()
+        .to_dtype(candle_core::DType::F64)?
+        .to_vec2::<f64>()?;
+    let width = rows.first().map_or(0, Vec::len) + offset;
+    Ok(batch
+        .iter()
+        .zip(rows)
+        .map(|(e, row)| {
+            let first = width - e.response.len() - offset;
+            row[first..first + e.response.len()].to_vec()
+        })
+        .collect())
+}
+
+/// The two forms of explicit value model.
+pub enum ValueModel<'a> {
+    Q(&'a CausalLm),
+    Scalar(&'a ScalarLm),
+}

@@ -49,6 +49,9 @@ pub struct Progress {
     pub eval: Option<f64>,
 }
 
+/// Evaluates the model after the given step; the number is shown in progress.
+pub type EvalAt<'a, M> = dyn FnMut(&M, usize) -> Result<f64, TrainError> + 'a;
+
 /// The model-side inputs of a run.
 pub struct Run<'a, O: Objective> {
     pub objective: &'a O,
@@ -57,16 +60,19 @@ pub struct Run<'a, O: Objective> {
     /// `config.json` of the model, saved in every checkpoint.
     pub model_config: &'a Value,
     pub tokenizer: Option<&'a std::path::Path>,
+    /// The resolved job specification, saved in `train_config.json`.
+    pub spec: Option<&'a Value>,
 }
 
 /// Trains for `optimizer.total_steps` steps, resuming from `out_dir/latest`
 /// when it exists. `next_batch(i)` gives micro-batch `i` (0-based, counted
-/// across steps) and its token count.
+/// across steps) and its token count; `eval(model, step)` runs every
+/// `eval_every` steps.
 pub fn train<O: Objective>(
     run: &Run<'_, O>,
     config: &LoopConfig,
     next_batch: &mut dyn FnMut(usize) -> Result<(O::Batch, usize), TrainError>,
-    eval: &mut dyn FnMut(&O::Model) -> Result<f64, TrainError>,
+    eval: &mut EvalAt<'_, O::Model>,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<Vec<LossRecord>, TrainError> {
     if config.grad_accum == 0 {
@@ -102,7 +108,7 @@ pub fn train<O: Objective>(
         });
         let done = step + 1;
         let eval_value = match config.eval_every {
-            Some(n) if n > 0 && done % n == 0 => Some(eval(run.model)?),
+            Some(n) if n > 0 && done % n == 0 => Some(eval(run.model, done)?),
             _ => None,
         };
         let secs = start.elapsed().as_secs_f64().max(1e-9);
@@ -169,8 +175,11 @@ fn save<O: Objective>(
     let (state, step) = optimizer.state();
     let train_config =
         serde_json::to_value(config).map_err(|e| TrainError::Config(e.to_string()))?;
-    let train_config =
-        serde_json::json!({ "objective": run.objective.name(), "loop": train_config });
+    let train_config = serde_json::json!({
+        "objective": run.objective.name(),
+        "loop": train_config,
+        "spec": run.spec,
+    });
     save_checkpoint(
         &config.out_dir,
         &Checkpoint {

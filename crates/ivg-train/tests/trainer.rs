@@ -46,6 +46,7 @@ fn run_once(
         varmap: &varmap,
         model_config: &config,
         tokenizer: None,
+        spec: None,
     };
     let mut reports = Vec::new();
     let result = train(
@@ -63,7 +64,7 @@ fn run_once(
             let tokens = b.iter().map(|e| e.prompt.len() + e.response.len()).sum();
             Ok((b, tokens))
         },
-        &mut |_| Ok(0.5),
+        &mut |_, _| Ok(0.5),
         &mut |p| reports.push(p.clone()),
     );
     let data = varmap.data().lock().expect("lock");

@@ -6,7 +6,6 @@
 
 use std::sync::Arc;
 
-use candle_core::D;
 use ivg_models::loader::BertWithHead;
 use ivg_tokenize::Tokenizer;
 
@@ -69,16 +68,7 @@ impl ClassifierValue {
             .map(|t| self.tokenizer.encode(t, true))
             .collect::<Result<_, _>>()?;
         ids.iter_mut().for_each(|i| i.truncate(self.max_len));
-        let logits = self.model.classify(&ids)?;
-        let rows = if logits.dim(1)? == 2 {
-            let l = logits.to_vec2::<f32>()?;
-            l.iter()
-                .map(|r| (r[self.label] - r[1 - self.label]) as f64)
-                .collect::<Vec<_>>()
-        } else {
-            let lp = candle_nn::ops::log_softmax(&logits, D::Minus1)?.to_vec2::<f32>()?;
-            lp.iter().map(|r| r[self.label] as f64).collect()
-        };
+        let rows = self.model.label_scores(&ids, self.label)?;
         Ok(rows.into_iter().map(|v| self.beta_v * v).collect())
     }
 }

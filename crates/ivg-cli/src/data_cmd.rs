@@ -1,0 +1,80 @@
+//! `ivg data imdb`: the IMDB reviews of the offline assets as training JSONL.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use ivg_assets::Asset;
+use ivg_eval::imdb::{load_imdb, seeded_subset, Review};
+
+#[derive(clap::Subcommand)]
+pub enum DataCommand {
+    /// Write IMDB train/test reviews as `{text, label}` (label 1 = positive)
+    /// and train reviews as `{prompt: "", response}` for language modelling.
+    Imdb(ImdbArgs),
+}
+
+#[derive(clap::Args)]
+pub struct ImdbArgs {
+    /// Output directory.
+    #[arg(long)]
+    out: PathBuf,
+    /// Train-side reviews to write (a seeded subset; all 25,000 by default).
+    #[arg(long)]
+    train_rows: Option<usize>,
+    /// Test-side reviews to write (a seeded subset).
+    #[arg(long, default_value_t = 2000)]
+    test_rows: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+pub fn run(cmd: DataCommand) -> Result<()> {
+    let DataCommand::Imdb(args) = cmd;
+    let paths = crate::assets_cmd::ensure(&[Asset::MovieReviews, Asset::ImdbFull])?;
+    let splits = load_imdb(&paths[0], &paths[1])?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let train = seeded_subset(
+        &splits.train,
+        args.train_rows.unwrap_or(usize::MAX),
+        args.seed,
+    );
+    let test = seeded_subset(&splits.test, args.test_rows, args.seed);
+    write_labelled(&args.out.join("imdb_train.jsonl"), &train)?;
+    write_labelled(&args.out.join("imdb_test.jsonl"), &test)?;
+    write_lines(
+        &args.out.join("imdb_train_text.jsonl"),
+        train
+            .iter()
+            .map(|r| serde_json::json!({ "prompt": "", "response": r.text })),
+    )?;
+    println!(
+        "{}: {} train and {} test reviews",
+        args.out.display(),
+        train.len(),
+        test.len()
+    );
+    Ok(())
+}
+
+fn write_labelled(path: &Path, reviews: &[&Review]) -> Result<()> {
+    write_lines(
+        path,
+        reviews
+            .iter()
+            .map(|r| serde_json::json!({ "text": r.text, "label": u32::from(r.positive) })),
+    )
+}
+
+/// Writes one JSON value per line.
+pub fn write_lines(path: &Path, rows: impl Iterator<Item = serde_json::Value>) -> Result<()> {
+    let file =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut w = std::io::BufWriter::new(file);
+    for row in rows {
+        writeln!(w, "{row}").with_context(|| format!("writing {}", path.display()))?;
+    }
+    w.flush()
+        .with_context(|| format!("writing {}", path.display()))
+}

@@ -1,0 +1,180 @@
+//! `ivg sample`: completions for a JSONL file of prompts with any model and
+//! any method of the matrix, written as `{prompt, response}` rows (the SFT and
+//! labelling format). Prompts run in batches through the guided engine; each
+//! finished batch is appended at once, so an interrupted run resumes where it
+//! stopped, and every sample's seed depends only on its position.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use ivg_decode::{guided_generate_seeded, row_seed, Guides, SamplingConfig};
+use ivg_value::ValueFunction;
+use serde::Deserialize;
+
+use crate::load::load_lm;
+
+#[derive(clap::Args)]
+pub struct SampleArgs {
+    /// The base model: an HF directory or a .gguf file.
+    #[arg(long, alias = "base")]
+    model: PathBuf,
+    /// JSONL rows with a `prompt` field (other fields are ignored).
+    #[arg(long)]
+    prompts: PathBuf,
+    /// Where the `{prompt, response}` rows go (appended to on resume).
+    #[arg(long)]
+    out: PathBuf,
+    /// Completions per prompt.
+    #[arg(long, default_value_t = 1)]
+    n: usize,
+    /// Samples decoded together.
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    #[arg(long, default_value_t = 64)]
+    max_new_tokens: usize,
+    /// Sampling temperature; 0 means greedy.
+    #[arg(long, default_value_t = 0.7)]
+    temperature: f64,
+    #[arg(long)]
+    top_k: Option<usize>,
+    #[arg(long)]
+    top_p: Option<f64>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[command(flatten)]
+    guide: crate::guided::GuideArgs,
+}
+
+#[derive(Deserialize)]
+struct PromptRow {
+    prompt: String,
+}
+
+fn read_prompts(path: &std::path::Path) -> Result<Vec<String>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut prompts = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let row: PromptRow = serde_json::from_str(line).with_context(|| {
+            format!(
+                "{}:{}: expected an object with a `prompt` string",
+                path.display(),
+                i + 1
+            )
+        })?;
+        prompts.push(row.prompt);
+    }
+    if prompts.is_empty() {
+        bail!("{}: no prompts", path.display());
+    }
+    Ok(prompts)
+}
+
+/// Rows already in `out` (a resumed run skips them); a torn last line is cut.
+fn done_rows(out: &std::path::Path) -> Result<usize> {
+    if !out.exists() {
+        return Ok(0);
+    }
+    let text =
+        std::fs::read_to_string(out).with_context(|| format!("reading {}", out.display()))?;
+    let complete = text.rfind('\n').map_or(0, |i| i + 1);
+    if complete < text.len() {
+        std::fs::write(out, &text[..complete])
+            .with_context(|| format!("repairing {}", out.display()))?;
+    }
+    Ok(text[..complete]
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .count())
+}
+
+pub fn run(args: SampleArgs) -> Result<()> {
+    if args.n == 0 || args.batch == 0 {
+        bail!("--n and --batch must be at least 1");
+    }
+    let prompts = read_prompts(&args.prompts)?;
+    let sampling = SamplingConfig {
+        temperature: args.temperature,
+        top_k: args.top_k,
+        top_p: args.top_p,
+    };
+    let config =
+        crate::guided::guidance_config(&args.guide, args.max_new_tokens, sampling, args.seed)?;
+    let lm = load_lm(&args.model, false)?;
+    let base_tokenizer = Arc::new(lm.tokenizer.clone());
+    let (mut implicit, mut explicit) =
+        crate::guided::build_values(&args.guide, &config, &base_tokenizer)?;
+    let mut guides = Guides {
+        base: &lm.model,
+        base_tokenizer: Some(&lm.tokenizer),
+        implicit: implicit
+            .as_mut()
+            .map(|v| v.as_mut() as &mut dyn ValueFunction),
+        explicit: explicit
+            .as_mut()
+            .map(|v| v.as_mut() as &mut dyn ValueFunction),
+    };
+    // Sample j of prompt i is row i*n + j of the output.
+    let total = prompts.len() * args.n;
+    let mut next = done_rows(&args.out)?;
+    if next > total {
+        bail!(
+            "{} already has {next} rows, more than the {total} asked for",
+            args.out.display()
+        );
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&args.out)
+        .with_context(|| format!("opening {}", args.out.display()))?;
+    let stop_ids = lm.stop_ids();
+    let started = std::time::Instant::now();
+    let resumed_at = next;
+    while next < total {
+        let rows: Vec<usize> = (next..(next + args.batch).min(total)).collect();
+        let texts: Vec<String> = rows.iter().map(|r| prompts[r / args.n].clone()).collect();
+        let ids = texts
+            .iter()
+            .map(|t| {
+                Ok(lm
+                    .tokenizer
+                    .encode(&args.guide.base_template.replace("{prompt}", t), true)?)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let seeds: Vec<u64> = rows.iter().map(|&r| row_seed(config.seed, r)).collect();
+        let outputs = guided_generate_seeded(
+            &mut guides,
+            &texts,
+            &ids,
+            &seeds,
+            &config,
+            &stop_ids,
+            &mut |_| {},
+        )?;
+        let mut chunk = String::new();
+        for (text, out) in texts.iter().zip(&outputs) {
+            let response = lm.tokenizer.decode(&out.tokens, true)?;
+            chunk
+                .push_str(&serde_json::json!({ "prompt": text, "response": response }).to_string());
+            chunk.push('\n');
+        }
+        file.write_all(chunk.as_bytes())
+            .and_then(|()| file.flush())
+            .with_context(|| format!("writing {}", args.out.display()))?;
+        next += rows.len();
+        let rate = (next - resumed_at) as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        eprint!(
+            "\r{next}/{total} samples, {rate:.2}/s, eta {:.0}s   ",
+            (total - next) as f64 / rate.max(1e-9)
+        );
+    }
+    eprintln!();
+    println!("{}: {total} samples", args.out.display());
+    Ok(())
+}

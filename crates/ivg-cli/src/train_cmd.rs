@@ -1,0 +1,159 @@
+//! `ivg train sft|dpo|reward|value|classifier --config train.toml`.
+
+use std::cell::Cell;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use ivg_assets::Asset;
+use ivg_train::{run_job, JobEvent, ModelSpec, ObjectiveSpec, TrainSpec};
+
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    /// The objective.
+    #[arg(value_parser = ["sft", "dpo", "reward", "value", "classifier"])]
+    objective: String,
+    /// The job: TOML (or JSON) with [model], [data], [train] and optionally
+    /// [objective] (README, "Training"). Paths may name an asset as `asset:NAME`.
+    #[arg(long)]
+    config: PathBuf,
+    /// Overrides `train.out_dir`.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Overrides `train.optimizer.total_steps` (e.g. a smoke run).
+    #[arg(long)]
+    steps: Option<usize>,
+}
+
+pub fn run(args: TrainArgs) -> Result<()> {
+    let mut spec = read_spec(&args.config)?;
+    if let Some(out) = args.out {
+        spec.train.out_dir = out;
+    }
+    if let Some(steps) = args.steps {
+        spec.train.optimizer.total_steps = steps;
+        spec.train.optimizer.warmup_steps = spec.train.optimizer.warmup_steps.min(steps);
+    }
+    resolve_assets(&mut spec)?;
+    let spec = spec
+        .resolve(&args.objective)
+        .with_context(|| format!("in {}", args.config.display()))?;
+    let tokenizer = tokenizer_for(&spec)?;
+    let started = Instant::now();
+    let shown = Cell::new(false);
+    let report = run_job(&spec, &tokenizer, &|event| show(event, &started, &shown))?;
+    eprintln!();
+    if let Some(last) = report.evals.last() {
+        println!("eval at step {}: {}", last.step, render(&last.metrics));
+    }
+    let final_loss = report.losses.last().map_or(f64::NAN, |l| l.loss);
+    println!(
+        "trained {} steps on {} rows (last loss {final_loss:.4}); checkpoints in {}",
+        report.losses.len(),
+        report.train_rows,
+        report.out_dir.display()
+    );
+    Ok(())
+}
+
+fn read_spec(path: &Path) -> Result<TrainSpec> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let spec = if path.extension().is_some_and(|e| e == "json") {
+        serde_json::from_str(&text).map_err(anyhow::Error::from)
+    } else {
+        toml::from_str(&text).map_err(anyhow::Error::from)
+    };
+    spec.with_context(|| format!("{}: invalid training config", path.display()))
+}
+
+/// Replaces `asset:NAME` paths with the fetched asset's path.
+fn resolve_assets(spec: &mut TrainSpec) -> Result<()> {
+    let mut paths: Vec<&mut PathBuf> = vec![&mut spec.data.train];
+    paths.extend(spec.data.eval.as_mut());
+    match &mut spec.model {
+        ModelSpec::Pretrained { path } => paths.push(path),
+        ModelSpec::Fresh { tokenizer, .. } => paths.push(tokenizer),
+    }
+    if let Some(ObjectiveSpec::Dpo {
+        reference: Some(r), ..
+    }) = &mut spec.objective
+    {
+        paths.push(r);
+    }
+    for p in paths {
+        let Some(name) = p.to_str().and_then(|s| s.strip_prefix("asset:")) else {
+            continue;
+        };
+        let Some(asset) = Asset::from_name(name) else {
+            let known: Vec<&str> = Asset::ALL.iter().map(Asset::name).collect();
+            bail!(
+                "unknown asset `{name}` in `{}` (known: {})",
+                p.display(),
+                known.join(", ")
+            );
+        };
+        *p = crate::assets_cmd::ensure(&[asset])?.remove(0);
+    }
+    Ok(())
+}
+
+/// The tokenizer of the model (or of `model.tokenizer` for a fresh one): a
+/// GGUF's, a directory's `tokenizer.json`, or a `tokenizer.json` file.
+fn tokenizer_for(spec: &TrainSpec) -> Result<ivg_tokenize::Tokenizer> {
+    let source = spec.model.tokenizer_source();
+    if source.is_file() && source.extension().is_some_and(|e| e == "json") {
+        return Ok(ivg_tokenize::Tokenizer::from_file(source)?);
+    }
+    crate::load::load_tokenizer(source)
+}
+
+fn render(metrics: &ivg_train::Metrics) -> String {
+    metrics
+        .iter()
+        .map(|(k, v)| format!("{k} {v:.4}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A one-line progress bar with loss, learning rate, tokens/s and ETA;
+/// evaluations and notes on lines of their own.
+fn show(event: JobEvent<'_>, started: &Instant, shown: &Cell<bool>) {
+    match event {
+        JobEvent::Step(p) => {
+            let width = 24;
+            let filled = width * p.step / p.total.max(1);
+            let elapsed = started.elapsed().as_secs_f64();
+            let eta = elapsed / p.step.max(1) as f64 * (p.total - p.step) as f64;
+            eprint!(
+                "\r[{}{}] {}/{} loss {:.4} lr {:.2e} {:.0} tok/s eta {:.0}s   ",
+                "#".repeat(filled),
+                ".".repeat(width - filled),
+                p.step,
+                p.total,
+                p.loss,
+                p.lr,
+                p.tokens_per_second,
+                eta
+            );
+            shown.set(true);
+        }
+        JobEvent::Eval(r) => {
+            if shown.replace(false) {
+                eprintln!();
+            }
+            eprintln!(
+                "eval step {} ({} rows): {}",
+                r.step,
+                r.rows,
+                render(&r.metrics)
+            );
+        }
+        JobEvent::Note(n) => {
+            if shown.replace(false) {
+                eprintln!();
+            }
+            eprintln!("{n}");
+        }
+    }
+}
