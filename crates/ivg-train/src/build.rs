@@ -206,10 +206,12 @@ pub fn scalar_lm(
     json["num_labels"] = json!(1);
     json["id2label"] = json!({"0": "LABEL_0"});
     json["label2id"] = json!({"LABEL_0": 0});
-    if json.get("pad_token_id").is_none_or(Value::is_null) {
-        if let Some(eos) = tokenizer.eos_ids().first() {
-            json["pad_token_id"] = json!(eos);
-        }
+    // transformers reads the score at the last token that is not padding;
+    // responses end with eos, so a pad id equal to an eos id would make it
+    // skip the token ivg reads the reward at. Such a pad id is dropped.
+    let pad = json.get("pad_token_id").and_then(Value::as_u64);
+    if pad.is_some_and(|p| tokenizer.eos_ids().contains(&(p as u32))) {
+        json["pad_token_id"] = Value::Null;
     }
     Ok(Built {
         model,
