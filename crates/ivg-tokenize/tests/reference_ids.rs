@@ -10,8 +10,11 @@ use ivg_tokenize::ChatMessage;
 
 /// Compares every case of one fixture entry and reports all mismatches.
 fn check_against_reference(name: &str) {
+    check_tokenizer(name, &by_name(name));
+}
+
+fn check_tokenizer(name: &str, tok: &ivg_tokenize::Tokenizer) {
     let entry = &fixture()["tokenizers"][name];
-    let tok = by_name(name);
     assert_eq!(
         tok.vocab_size() as u64,
         entry["vocab_size"].as_u64().unwrap(),
@@ -95,6 +98,26 @@ fn check_against_reference(name: &str) {
 #[test]
 fn smollm2_gguf_matches_transformers() {
     check_against_reference("smollm2");
+}
+
+/// A GGUF-built tokenizer saved beside a trained checkpoint (`tokenizer.json`
+/// + `tokenizer_config.json`) loads back with the same ids, specials and chat
+/// template.
+#[test]
+fn smollm2_saved_from_gguf_loads_back_identically() {
+    let tok = by_name("smollm2");
+    let dir = tempfile::tempdir().unwrap();
+    tok.save(dir.path()).unwrap();
+    let back = ivg_tokenize::Tokenizer::from_file(&dir.path().join("tokenizer.json")).unwrap();
+    check_tokenizer("smollm2", &back);
+    let messages = [ChatMessage {
+        role: "user".into(),
+        content: "Hi there".into(),
+    }];
+    assert_eq!(
+        back.apply_chat_template(&messages, true).unwrap(),
+        tok.apply_chat_template(&messages, true).unwrap()
+    );
 }
 
 #[test]
