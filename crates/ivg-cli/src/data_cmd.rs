@@ -10,7 +10,7 @@ use ivg_eval::imdb::{load_imdb, seeded_subset, Review};
 #[derive(clap::Subcommand)]
 pub enum DataCommand {
     /// Write IMDB train/test reviews as `{text, label}` (label 1 = positive)
-    /// and train reviews as `{prompt: "", response}` for language modelling.
+    /// and both as `{prompt: "", response}` for language modelling.
     Imdb(ImdbArgs),
 }
 
@@ -43,12 +43,17 @@ pub fn run(cmd: DataCommand) -> Result<()> {
     let test = seeded_subset(&splits.test, args.test_rows, args.seed);
     write_labelled(&args.out.join("imdb_train.jsonl"), &train)?;
     write_labelled(&args.out.join("imdb_test.jsonl"), &test)?;
-    write_lines(
-        &args.out.join("imdb_train_text.jsonl"),
-        train
-            .iter()
-            .map(|r| serde_json::json!({ "prompt": "", "response": r.text })),
-    )?;
+    for (name, reviews) in [
+        ("imdb_train_text.jsonl", &train),
+        ("imdb_test_text.jsonl", &test),
+    ] {
+        write_lines(
+            &args.out.join(name),
+            reviews
+                .iter()
+                .map(|r| serde_json::json!({ "prompt": "", "response": r.text })),
+        )?;
+    }
     println!(
         "{}: {} train and {} test reviews",
         args.out.display(),
