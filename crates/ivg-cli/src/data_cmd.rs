@@ -5,12 +5,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use ivg_assets::Asset;
-use ivg_eval::imdb::{load_imdb, seeded_subset, Review};
+use ivg_eval::imdb::{load_imdb, prompt_prefix, seeded_subset, Review};
 
 #[derive(clap::Subcommand)]
 pub enum DataCommand {
     /// Write IMDB train/test reviews as `{text, label}` (label 1 = positive)
-    /// and both as `{prompt: "", response}` for language modelling.
+    /// and `{prompt: "", response}` for language modelling, and their first
+    /// words as `{prompt}` rows for sampling.
     Imdb(ImdbArgs),
 }
 
@@ -27,6 +28,10 @@ pub struct ImdbArgs {
     test_rows: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Words of each review kept as its prompt in `imdb_{train,test}_prompts.jsonl`
+    /// (the paper prompts with truncated reviews).
+    #[arg(long, default_value_t = 8)]
+    prompt_words: usize,
 }
 
 pub fn run(cmd: DataCommand) -> Result<()> {
@@ -52,6 +57,17 @@ pub fn run(cmd: DataCommand) -> Result<()> {
             reviews
                 .iter()
                 .map(|r| serde_json::json!({ "prompt": "", "response": r.text })),
+        )?;
+    }
+    for (name, reviews) in [
+        ("imdb_train_prompts.jsonl", &train),
+        ("imdb_test_prompts.jsonl", &test),
+    ] {
+        write_lines(
+            &args.out.join(name),
+            reviews.iter().map(
+                |r| serde_json::json!({ "prompt": prompt_prefix(&r.text, args.prompt_words) }),
+            ),
         )?;
     }
     println!(

@@ -39,9 +39,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
         .resolve(&args.objective)
         .with_context(|| format!("in {}", args.config.display()))?;
     let tokenizer = tokenizer_for(&spec)?;
-    let started = Instant::now();
+    let first = Cell::new(None);
     let shown = Cell::new(false);
-    let report = run_job(&spec, &tokenizer, &|event| show(event, &started, &shown))?;
+    let report = run_job(&spec, &tokenizer, &|event| show(event, &first, &shown))?;
     eprintln!();
     if let Some(last) = report.evals.last() {
         println!("eval at step {}: {}", last.step, render(&last.metrics));
@@ -116,15 +116,18 @@ fn render(metrics: &ivg_train::Metrics) -> String {
         .join(", ")
 }
 
-/// A one-line progress bar with loss, learning rate, tokens/s and ETA;
+/// A one-line progress bar with loss, learning rate, tokens/s and ETA (from
+/// the steps of this session, so set-up and a resumed start do not skew it);
 /// evaluations and notes on lines of their own.
-fn show(event: JobEvent<'_>, started: &Instant, shown: &Cell<bool>) {
+fn show(event: JobEvent<'_>, first: &Cell<Option<(Instant, usize)>>, shown: &Cell<bool>) {
     match event {
         JobEvent::Step(p) => {
             let width = 24;
             let filled = width * p.step / p.total.max(1);
-            let elapsed = started.elapsed().as_secs_f64();
-            let eta = elapsed / p.step.max(1) as f64 * (p.total - p.step) as f64;
+            let (t0, s0) = first.get().unwrap_or((Instant::now(), p.step));
+            first.set(Some((t0, s0)));
+            let per_step = t0.elapsed().as_secs_f64() / (p.step - s0).max(1) as f64;
+            let eta = per_step * (p.total - p.step) as f64;
             eprint!(
                 "\r[{}{}] {}/{} loss {:.4} lr {:.2e} {:.0} tok/s eta {:.0}s   ",
                 "#".repeat(filled),
