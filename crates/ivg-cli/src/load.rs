@@ -30,9 +30,26 @@ impl LoadedLm {
     }
 }
 
+/// `asset:NAME` (e.g. `asset:smollm2`) names an offline asset, fetched into
+/// the cache when missing; any other path is itself.
+pub fn resolve_path(path: &Path) -> Result<std::path::PathBuf> {
+    let Some(name) = path.to_str().and_then(|s| s.strip_prefix("asset:")) else {
+        return Ok(path.to_path_buf());
+    };
+    let Some(asset) = ivg_assets::Asset::from_name(name) else {
+        let known: Vec<&str> = ivg_assets::Asset::ALL.iter().map(|a| a.name()).collect();
+        anyhow::bail!(
+            "unknown asset `{name}` in `{}` (known: {})",
+            path.display(),
+            known.join(", ")
+        );
+    };
+    Ok(crate::assets_cmd::ensure(&[asset])?.remove(0))
+}
+
 /// The tokenizer of a model: embedded in a GGUF, or `tokenizer.json` in a directory.
 pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
-    let path = &ivg_models::loader::checkpoint_dir(path);
+    let path = &ivg_models::loader::checkpoint_dir(&resolve_path(path)?);
     if path.is_file() {
         let gguf = GgufFile::open(path)?;
         return Ok(Tokenizer::from_gguf(&gguf.content, path)?);
@@ -43,6 +60,7 @@ pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
 }
 
 pub fn load_lm(path: &Path, f32_weights: bool) -> Result<LoadedLm> {
+    let path = &resolve_path(path)?;
     let opts = LoadOptions {
         quant: if f32_weights {
             QuantPolicy::Dequantize

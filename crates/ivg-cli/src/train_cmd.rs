@@ -4,8 +4,7 @@ use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
-use ivg_assets::Asset;
+use anyhow::{Context, Result};
 use ivg_train::{run_job, JobEvent, ModelSpec, ObjectiveSpec, TrainSpec};
 
 #[derive(clap::Args)]
@@ -82,18 +81,7 @@ fn resolve_assets(spec: &mut TrainSpec) -> Result<()> {
         paths.push(r);
     }
     for p in paths {
-        let Some(name) = p.to_str().and_then(|s| s.strip_prefix("asset:")) else {
-            continue;
-        };
-        let Some(asset) = Asset::from_name(name) else {
-            let known: Vec<&str> = Asset::ALL.iter().map(Asset::name).collect();
-            bail!(
-                "unknown asset `{name}` in `{}` (known: {})",
-                p.display(),
-                known.join(", ")
-            );
-        };
-        *p = crate::assets_cmd::ensure(&[asset])?.remove(0);
+        *p = crate::load::resolve_path(p)?;
     }
     Ok(())
 }

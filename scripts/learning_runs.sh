@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The "it learns" runs of issue 4, from the repository root (about two hours on
+# one thread; every step resumes if interrupted):
+#   1. IMDB data; the gold classifier (configs/train/gold_classifier.toml) and
+#      its accuracy on 2,000 test-side reviews;
+#   2. a small Llama LM on IMDB train text (imdb_lm.toml);
+#   3. SmolLM2-135M-Instruct samples, two per prompt, for train-side and
+#      test-side prompts, labelled by the gold classifier: rewards and pairs;
+#   4. a reward model on the train pairs (imdb_reward.toml), pairwise accuracy
+#      on the test pairs; a value model on the train rewards (imdb_value.toml),
+#      correlation with the final reward by prefix length on the test rewards.
+set -euo pipefail
+IVG=${IVG:-target/release/ivg}
+T="--threads ${THREADS:-1}"
+cargo build --release -q -p ivg-cli
+$IVG data imdb --out data/imdb
+[ -f runs/gold_classifier/checkpoint-320/model.safetensors ] ||
+  $IVG $T train classifier --config configs/train/gold_classifier.toml
+$IVG $T eval classifier --model runs/gold_classifier --data data/imdb/imdb_test.jsonl
+[ -f runs/imdb_lm/checkpoint-200/model.safetensors ] ||
+  $IVG $T train sft --config configs/train/imdb_lm.toml
+mkdir -p runs/pairs
+head -n 1000 data/imdb/imdb_train_prompts.jsonl > runs/pairs/train_prompts.jsonl
+head -n 250 data/imdb/imdb_test_prompts.jsonl > runs/pairs/test_prompts.jsonl
+for split in train test; do
+  $IVG $T sample --model asset:smollm2 --prompts runs/pairs/${split}_prompts.jsonl \
+    --out runs/pairs/${split}_samples.jsonl --n 2 --batch 16 --max-new-tokens 48 \
+    --temperature 1.0 --base-template "Here is a movie review from imdb: {prompt}" --seed 1
+  $IVG $T label --data runs/pairs/${split}_samples.jsonl --model runs/gold_classifier \
+    --out runs/pairs/${split}_rewards.jsonl
+  $IVG $T label --data runs/pairs/${split}_samples.jsonl --model runs/gold_classifier \
+    --pairs --out runs/pairs/${split}_pairs.jsonl
+done
+$IVG $T train reward --config configs/train/imdb_reward.toml
+$IVG $T train value --config configs/train/imdb_value.toml
