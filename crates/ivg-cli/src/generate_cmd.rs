@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use ivg_decode::{generate, GenerateConfig, SamplingConfig};
+use ivg_decode::{generate, GenerateConfig};
 use ivg_tokenize::ChatMessage;
 
 use crate::load::{load_lm, LoadedLm};
@@ -27,17 +27,8 @@ pub struct GenerateArgs {
     /// System message for --chat.
     #[arg(long)]
     system: Option<String>,
-    #[arg(long, default_value_t = 64)]
-    max_new_tokens: usize,
-    /// Sampling temperature; 0 means greedy.
-    #[arg(long, default_value_t = 0.7)]
-    temperature: f64,
-    #[arg(long)]
-    top_k: Option<usize>,
-    #[arg(long)]
-    top_p: Option<f64>,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    #[command(flatten)]
+    decode: crate::guided::DecodeArgs,
     /// Dequantize GGUF weights to f32 (slower; matches the reference implementation).
     #[arg(long)]
     f32: bool,
@@ -89,13 +80,7 @@ pub fn encode_prompt(
 
 pub fn run(args: GenerateArgs) -> Result<()> {
     let texts = read_prompts(&args)?;
-    let sampling = SamplingConfig {
-        temperature: args.temperature,
-        top_k: args.top_k,
-        top_p: args.top_p,
-    };
-    let guidance =
-        crate::guided::guidance_config(&args.guide, args.max_new_tokens, sampling, args.seed)?;
+    let guidance = args.decode.config(&args.guide)?;
     let lm = load_lm(&args.model, args.f32)?;
     let prompts = texts
         .iter()

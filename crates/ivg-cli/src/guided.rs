@@ -75,6 +75,50 @@ pub struct GuideArgs {
     pub trace: Option<PathBuf>,
 }
 
+/// Length, sampling and seed flags shared by `ivg generate` and `ivg sample`.
+#[derive(clap::Args, Clone)]
+pub struct DecodeArgs {
+    #[arg(long, default_value_t = 64)]
+    pub max_new_tokens: usize,
+    /// Sampling temperature; 0 means greedy.
+    #[arg(long, default_value_t = 0.7)]
+    pub temperature: f64,
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    #[arg(long)]
+    pub top_p: Option<f64>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+impl DecodeArgs {
+    /// The guidance configuration these flags and the guide flags describe.
+    pub fn config(&self, guide: &GuideArgs) -> Result<GuidanceConfig> {
+        let sampling = SamplingConfig {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+        };
+        guidance_config(guide, self.max_new_tokens, sampling, self.seed)
+    }
+}
+
+/// The engine's view of a base model and the run's value functions.
+pub fn guides<'a>(base: &'a LoadedLm, values: &'a mut ValueFunctions) -> Guides<'a> {
+    Guides {
+        base: &base.model,
+        base_tokenizer: Some(&base.tokenizer),
+        implicit: values
+            .0
+            .as_mut()
+            .map(|v| v.as_mut() as &mut dyn ValueFunction),
+        explicit: values
+            .1
+            .as_mut()
+            .map(|v| v.as_mut() as &mut dyn ValueFunction),
+    }
+}
+
 /// The guidance configuration from a file or from the flags.
 pub fn guidance_config(
     args: &GuideArgs,
@@ -265,17 +309,8 @@ pub fn run(
     config: &GuidanceConfig,
 ) -> Result<()> {
     let base_tokenizer = Arc::new(base.tokenizer.clone());
-    let (mut implicit, mut explicit) = build_values(args, config, &base_tokenizer)?;
-    let mut guides = Guides {
-        base: &base.model,
-        base_tokenizer: Some(&base.tokenizer),
-        implicit: implicit
-            .as_mut()
-            .map(|v| v.as_mut() as &mut dyn ValueFunction),
-        explicit: explicit
-            .as_mut()
-            .map(|v| v.as_mut() as &mut dyn ValueFunction),
-    };
+    let mut values = build_values(args, config, &base_tokenizer)?;
+    let mut guides = guides(base, &mut values);
     let mut trace = TraceWriter::open(args.trace.as_deref(), base)?;
     let outputs = guided_generate(
         &mut guides,

@@ -9,8 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use ivg_decode::{guided_generate_seeded, row_seed, Guides, SamplingConfig};
-use ivg_value::ValueFunction;
+use ivg_decode::{guided_generate_seeded, row_seed};
 use serde::Deserialize;
 
 use crate::load::load_lm;
@@ -32,17 +31,8 @@ pub struct SampleArgs {
     /// Samples decoded together.
     #[arg(long, default_value_t = 16)]
     batch: usize,
-    #[arg(long, default_value_t = 64)]
-    max_new_tokens: usize,
-    /// Sampling temperature; 0 means greedy.
-    #[arg(long, default_value_t = 0.7)]
-    temperature: f64,
-    #[arg(long)]
-    top_k: Option<usize>,
-    #[arg(long)]
-    top_p: Option<f64>,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    #[command(flatten)]
+    decode: crate::guided::DecodeArgs,
     #[command(flatten)]
     guide: crate::guided::GuideArgs,
 }
@@ -98,27 +88,11 @@ pub fn run(args: SampleArgs) -> Result<()> {
         bail!("--n and --batch must be at least 1");
     }
     let prompts = read_prompts(&args.prompts)?;
-    let sampling = SamplingConfig {
-        temperature: args.temperature,
-        top_k: args.top_k,
-        top_p: args.top_p,
-    };
-    let config =
-        crate::guided::guidance_config(&args.guide, args.max_new_tokens, sampling, args.seed)?;
+    let config = args.decode.config(&args.guide)?;
     let lm = load_lm(&args.model, false)?;
     let base_tokenizer = Arc::new(lm.tokenizer.clone());
-    let (mut implicit, mut explicit) =
-        crate::guided::build_values(&args.guide, &config, &base_tokenizer)?;
-    let mut guides = Guides {
-        base: &lm.model,
-        base_tokenizer: Some(&lm.tokenizer),
-        implicit: implicit
-            .as_mut()
-            .map(|v| v.as_mut() as &mut dyn ValueFunction),
-        explicit: explicit
-            .as_mut()
-            .map(|v| v.as_mut() as &mut dyn ValueFunction),
-    };
+    let mut values = crate::guided::build_values(&args.guide, &config, &base_tokenizer)?;
+    let mut guides = crate::guided::guides(&lm, &mut values);
     // Sample j of prompt i is row i*n + j of the output.
     let total = prompts.len() * args.n;
     let mut next = done_rows(&args.out)?;
