@@ -241,3 +241,91 @@ fn bad_job_files_are_named() {
     ]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("missing.toml"));
 }
+
+/// A job file training the tiny Llama for `steps` steps, checkpointing every step.
+fn kill_job(tmp: &Path, steps: usize, out: &Path) -> PathBuf {
+    let m = tiny_model(tmp);
+    let data = tmp.join("sft.jsonl");
+    let rows: String = (0..16)
+        .map(|i| {
+            format!(
+                "{{\"prompt\": \"t5 t{}\", \"response\": \"t{} t{}\"}}\n",
+                40 + i % 4,
+                10 + i % 7,
+                20 + i % 5
+            )
+        })
+        .collect();
+    std::fs::write(&data, rows).expect("rows");
+    let job = tmp.join(format!(
+        "kill_{}.toml",
+        out.file_name().and_then(|n| n.to_str()).expect("name")
+    ));
+    std::fs::write(
+        &job,
+        format!(
+            "[model]\ninit = \"pretrained\"\npath = \"{}\"\n[data]\ntrain = \"{}\"\nbatch_size = 4\n[train]\nout_dir = \"{}\"\ncheckpoint_every = 1\n[train.optimizer]\nlr = 0.01\ntotal_steps = {steps}\n",
+            s(&m), s(&data), s(out)
+        ),
+    )
+    .expect("job");
+    job
+}
+
+/// Real kills (SIGKILL) at arbitrary moments, most of them inside a checkpoint
+/// write since every step writes one: each time `latest` names a checkpoint
+/// that loads, and the restarted run ends bit-identical to an uninterrupted one.
+#[test]
+fn killed_training_keeps_a_loadable_checkpoint_and_resumes_exactly() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let steps = 300;
+    let whole = tmp.path().join("whole");
+    let started = std::time::Instant::now();
+    ok(&[
+        "--threads",
+        "1",
+        "train",
+        "sft",
+        "--config",
+        s(&kill_job(tmp.path(), steps, &whole)),
+    ]);
+    let run_ms = started.elapsed().as_millis() as u64;
+    let killed = tmp.path().join("killed");
+    let job = kill_job(tmp.path(), steps, &killed);
+    let mut kills = 0;
+    // Kill points spread over the run, as fractions of an uninterrupted run.
+    for percent in [30u64, 15, 25, 10, 20, 12, 18, 8] {
+        let delay_ms = run_ms * percent / 100;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ivg"))
+            .args(["--threads", "1", "train", "sft", "--config", s(&job)])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn");
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        if child.try_wait().expect("poll").is_none() {
+            child.kill().expect("kill");
+            kills += 1;
+        }
+        child.wait().expect("reap");
+        if killed.join("latest").exists() {
+            ivg_models::load_causal_lm(&killed, &ivg_models::LoadOptions::default())
+                .expect("after a kill, latest loads");
+        }
+    }
+    assert!(kills >= 3, "the run was killed only {kills} times");
+    ok(&["--threads", "1", "train", "sft", "--config", s(&job)]);
+    let last = |dir: &Path| {
+        std::fs::read(dir.join(format!("checkpoint-{steps}/model.safetensors"))).expect("weights")
+    };
+    assert!(
+        last(&killed) == last(&whole),
+        "resumed weights differ from the uninterrupted run"
+    );
+    let torn = std::fs::read_dir(&killed)
+        .expect("ls")
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+        .count();
+    assert_eq!(torn, 0, "torn saves are cleaned up");
+}

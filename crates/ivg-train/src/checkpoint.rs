@@ -84,6 +84,7 @@ pub fn save_checkpoint(out: &Path, ckpt: &Checkpoint<'_>) -> Result<PathBuf, Tra
 /// [`save_checkpoint`] stopping after `stops` stages, to test interruption.
 fn save_with_stops(out: &Path, ckpt: &Checkpoint<'_>, stops: usize) -> Result<PathBuf, TrainError> {
     std::fs::create_dir_all(out).map_err(io(out))?;
+    remove_torn_saves(out)?;
     let name = format!("checkpoint-{}", ckpt.step);
     let final_dir = out.join(&name);
     let tmp = out.join(format!(".{name}.tmp-{}", std::process::id()));
@@ -145,6 +146,22 @@ fn save_with_stops(out: &Path, ckpt: &Checkpoint<'_>, stops: usize) -> Result<Pa
     std::fs::write(&latest_tmp, &name).map_err(io(&latest_tmp))?;
     std::fs::rename(&latest_tmp, out.join("latest")).map_err(io(out))?;
     Ok(final_dir)
+}
+
+/// Deletes the temporary folders of saves that a killed run left behind
+/// (`.checkpoint-N.tmp-PID`); `latest` never names one.
+fn remove_torn_saves(out: &Path) -> Result<(), TrainError> {
+    for entry in std::fs::read_dir(out).map_err(io(out))? {
+        let path = entry.map_err(io(out))?.path();
+        let torn = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(".checkpoint-") && n.contains(".tmp-"));
+        if torn && path.is_dir() {
+            std::fs::remove_dir_all(&path).map_err(io(&path))?;
+        }
+    }
+    Ok(())
 }
 
 /// The checkpoint `out/latest` names, if any.
