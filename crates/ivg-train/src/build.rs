@@ -28,6 +28,8 @@ pub struct Built<M> {
     pub model: M,
     pub varmap: VarMap,
     pub config_json: Value,
+    /// Longest input the model takes (its position table).
+    pub context: usize,
 }
 
 /// The configuration and, for a pretrained start, the weights to seed from.
@@ -167,6 +169,7 @@ pub fn causal_lm(
     seed: u64,
 ) -> Result<Built<CausalLm>, TrainError> {
     let start = start(spec, Some(tokenizer))?;
+    let ctx = start.config.context_length();
     let varmap = VarMap::new();
     let model = CausalLm::load(&weights(&varmap, &start, ""), &start.config, "policy")?;
     reseed(&varmap, &start, "", seed)?;
@@ -174,6 +177,7 @@ pub fn causal_lm(
         model,
         varmap,
         config_json: start.json,
+        context: ctx,
     })
 }
 
@@ -185,6 +189,7 @@ pub fn scalar_lm(
     seed: u64,
 ) -> Result<Built<ScalarLm>, TrainError> {
     let start = start(spec, Some(tokenizer))?;
+    let ctx = start.config.context_length();
     let varmap = VarMap::new();
     let model = ScalarLm::load(&weights(&varmap, &start, ""), &start.config, "scalar")?;
     reseed(&varmap, &start, "", seed)?;
@@ -217,6 +222,7 @@ pub fn scalar_lm(
         model,
         varmap,
         config_json: json,
+        context: ctx,
     })
 }
 
@@ -232,6 +238,7 @@ pub fn bert_classifier(
         ));
     };
     let start = start(spec, None)?;
+    let ctx = start.config.context_length();
     let ModelConfig::Bert(mut c) = start.config.clone() else {
         return Err(TrainError::Config(format!(
             "{}: the classifier objective needs a BERT checkpoint, found `{}`",
@@ -263,5 +270,6 @@ pub fn bert_classifier(
         model,
         varmap,
         config_json: json,
+        context: ctx,
     })
 }

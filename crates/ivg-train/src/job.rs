@@ -72,6 +72,12 @@ impl Driver<'_> {
         mut eval: Option<&mut EvalFn<'_, O::Model>>,
         on: &dyn Fn(JobEvent<'_>),
     ) -> Result<JobReport, TrainError> {
+        if self.spec.data.max_tokens > built.context {
+            return Err(TrainError::Config(format!(
+                "data.max_tokens is {} but the model takes at most {} positions",
+                self.spec.data.max_tokens, built.context
+            )));
+        }
         let out = &self.spec.train.out_dir;
         let tokenizer_dir = out.join("tokenizer");
         self.tokenizer

@@ -344,6 +344,23 @@ fn bad_jobs_name_the_problem() {
         .replace("batch_size = 8", "batch_size = 0");
     let err = spec(&bad).resolve("sft").expect_err("batch 0").to_string();
     assert!(err.contains("data.batch_size"), "{err}");
+    let sft = write_rows(
+        &tmp.path().join("s.jsonl"),
+        2,
+        |_| serde_json::json!({"prompt": "t3", "response": "t4"}),
+    );
+    let long = job_toml(&model, &sft, &sft, &out, 3, 0.01, "")
+        .replace("max_tokens = 24", "max_tokens = 65");
+    let err = run_job(
+        &spec(&long).resolve("sft").expect("ok"),
+        &tokenizer(&dir),
+        &|_| {},
+    );
+    let err = err.expect_err("longer than the context").to_string();
+    assert!(
+        err.contains("data.max_tokens is 65") && err.contains("at most 64"),
+        "{err}"
+    );
     let typo =
         job_toml(&model, &train, &train, &out, 3, 0.01, "").replace("max_tokens", "max_token");
     assert!(toml::from_str::<TrainSpec>(&typo)
