@@ -1,8 +1,8 @@
 //! Heads over a backbone's hidden states, with HF state-dict names:
-//! - [`LmHead`]: `lm_head` (tied to the input embeddings or not) -> next-token logits;
-//! - [`QHead`]: a vocabulary-sized score head giving `Q(s, a)` for every next
-//!   token `a` in one pass (the explicit value form of method.md); stored as a
-//!   causal LM's `lm_head`, so a Q model is a `*ForCausalLM` checkpoint;
+//! - [`LmHead`]: `lm_head` (tied to the input embeddings or not) -> next-token
+//!   logits; it is also the Q head of an explicit value model, `Q(s, a)` for
+//!   every next token `a` in one pass (method.md), so a Q model is an ordinary
+//!   `*ForCausalLM` checkpoint;
 //! - [`ScalarHead`]: `score` (hidden -> 1), as in `LlamaForSequenceClassification`
 //!   with one label (reward models, prefix value heads);
 //! - [`ClassifierHead`]: BERT's pooler on `[CLS]` + `classifier`
@@ -54,26 +54,6 @@ impl LmHead {
             Some(cap) => Ok(((logits / cap)?.tanh()? * cap)?),
             None => Ok(logits),
         }
-    }
-}
-
-/// `Q(s_t, .)`: scores for every candidate next token.
-#[derive(Clone, Debug)]
-pub struct QHead {
-    proj: Linear,
-}
-
-impl QHead {
-    /// Loads `lm_head` (`(vocab, hidden)`) of a Q checkpoint.
-    pub fn load(w: &Weights, hidden: usize, vocab: usize) -> Result<Self> {
-        Ok(Self {
-            proj: Linear::load(w, "lm_head", hidden, vocab, false)?,
-        })
-    }
-
-    /// `hidden: (batch, seq, d)` -> `(batch, seq, vocab)`.
-    pub fn forward(&self, hidden: &Tensor) -> Result<Tensor> {
-        self.proj.forward(hidden)
     }
 }
 
