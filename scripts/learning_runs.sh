@@ -8,7 +8,9 @@
 #      test-side prompts, labelled by the gold classifier: rewards and pairs;
 #   4. a reward model on the train pairs (imdb_reward.toml), pairwise accuracy
 #      on the test pairs; a value model on the train rewards (imdb_value.toml),
-#      correlation with the final reward by prefix length on the test rewards.
+#      correlation with the final reward by prefix length on the test rewards;
+#   5. a reward model on pairs of real review openings labelled by the gold
+#      classifier (imdb_reward_snippets.toml).
 set -euo pipefail
 IVG=${IVG:-target/release/ivg}
 T="--threads ${THREADS:-1}"
@@ -33,3 +35,15 @@ for split in train test; do
 done
 $IVG $T train reward --config configs/train/imdb_reward.toml
 $IVG $T train value --config configs/train/imdb_value.toml
+mkdir -p runs/snip
+for split in train:8000 test:1000; do
+  name=${split%%:*}; rows=${split##*:}
+  head -n "$rows" data/imdb/imdb_${name}.jsonl | python3 -c '
+import json, sys
+for line in sys.stdin:
+    words = json.loads(line)["text"].split()[:40]
+    print(json.dumps({"prompt": "", "response": " ".join(words)}))' > runs/snip/${name}_snippets.jsonl
+  $IVG $T label --data runs/snip/${name}_snippets.jsonl --model runs/gold_classifier \
+    --pairs --pair-by adjacent --out runs/snip/${name}_pairs.jsonl
+done
+$IVG $T train reward --config configs/train/imdb_reward_snippets.toml

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use ivg_models::{load_bert, LoadOptions, ScalarLm};
-use ivg_train::label::{best_worst_pairs, Labeler};
+use ivg_train::label::{adjacent_pairs, best_worst_pairs, Labeler};
 use ivg_train::metrics::classifier_metrics;
 use ivg_train::prep::Encoder;
 use ivg_train::{read_jsonl, DataSpec, LabelRow, SftRow, Truncation};
@@ -41,7 +41,11 @@ pub struct LabelArgs {
     /// Write `{prompt, chosen, rejected}`: each prompt's best against its worst response.
     #[arg(long)]
     pairs: bool,
-    /// With --pairs, skip prompts whose best and worst rewards differ by less.
+    /// With --pairs: `prompt` pairs each prompt's best and worst response;
+    /// `adjacent` pairs rows 2i and 2i+1 (same prompt), e.g. two independent texts.
+    #[arg(long, value_parser = ["prompt", "adjacent"], default_value = "prompt")]
+    pair_by: String,
+    /// With --pairs, skip pairs whose rewards differ by less.
     #[arg(long, default_value_t = 0.0)]
     min_margin: f64,
 }
@@ -134,7 +138,10 @@ pub fn run(args: LabelArgs) -> Result<()> {
         );
         return Ok(());
     }
-    let (pairs, stats) = best_worst_pairs(&rows, &rewards, args.min_margin);
+    let (pairs, stats) = match args.pair_by.as_str() {
+        "adjacent" => adjacent_pairs(&rows, &rewards, args.min_margin)?,
+        _ => best_worst_pairs(&rows, &rewards, args.min_margin),
+    };
     if pairs.is_empty() {
         bail!(
             "no pairs: {} prompts, {} with one response, {} with rewards closer than {}",

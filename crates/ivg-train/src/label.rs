@@ -151,6 +151,55 @@ pub fn best_worst_pairs(
     (pairs, stats)
 }
 
+/// Rows `2i` and `2i + 1` as one pair each (they must share their prompt),
+/// the better-scored one chosen: pairs of independent texts under one prompt,
+/// e.g. two reviews labelled by a classifier. Pairs closer than `min_margin`
+/// are skipped and counted.
+pub fn adjacent_pairs(
+    rows: &[SftRow],
+    rewards: &[f64],
+    min_margin: f64,
+) -> Result<(Vec<PairRow>, PairStats), TrainError> {
+    if rows.len() % 2 != 0 {
+        return Err(TrainError::Batch(format!(
+            "adjacent pairing needs an even number of rows, got {}",
+            rows.len()
+        )));
+    }
+    let mut stats = PairStats {
+        prompts: rows.len() / 2,
+        ..PairStats::default()
+    };
+    let mut pairs = Vec::new();
+    for i in (0..rows.len()).step_by(2) {
+        let (a, b) = (&rows[i], &rows[i + 1]);
+        if a.prompt != b.prompt {
+            return Err(TrainError::Batch(format!(
+                "rows {} and {} are paired but have different prompts",
+                i + 1,
+                i + 2
+            )));
+        }
+        let margin = (rewards[i] - rewards[i + 1]).abs();
+        if margin == 0.0 || margin < min_margin {
+            stats.close += 1;
+            continue;
+        }
+        let (chosen, rejected) = if rewards[i] > rewards[i + 1] {
+            (a, b)
+        } else {
+            (b, a)
+        };
+        pairs.push(PairRow {
+            prompt: a.prompt.clone(),
+            chosen: chosen.response.clone(),
+            rejected: rejected.response.clone(),
+        });
+    }
+    stats.pairs = pairs.len();
+    Ok((pairs, stats))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,5 +242,31 @@ mod tests {
         );
         let (pairs, stats) = best_worst_pairs(&rows, &rewards, 3.5);
         assert!(pairs.is_empty() && stats.close == 2);
+    }
+
+    #[test]
+    fn adjacent_pairs_order_each_couple() {
+        let rows = [
+            row("", "a"),
+            row("", "b"),
+            row("", "c"),
+            row("", "d"),
+            row("", "e"),
+            row("", "f"),
+        ];
+        let (pairs, stats) =
+            adjacent_pairs(&rows, &[1.0, 2.0, 0.5, -0.5, 1.0, 1.0], 0.0).expect("pairs");
+        let got: Vec<(&str, &str)> = pairs
+            .iter()
+            .map(|p| (p.chosen.as_str(), p.rejected.as_str()))
+            .collect();
+        assert_eq!(got, vec![("b", "a"), ("c", "d")]);
+        assert_eq!((stats.pairs, stats.close), (2, 1));
+        assert!(adjacent_pairs(&rows[..3], &[0.0; 3], 0.0).is_err());
+        let mixed = [row("x", "a"), row("y", "b")];
+        assert!(adjacent_pairs(&mixed, &[0.0, 1.0], 0.0)
+            .expect_err("prompts")
+            .to_string()
+            .contains("rows 1 and 2"));
     }
 }
