@@ -142,24 +142,19 @@ pub fn run(args: LabelArgs) -> Result<()> {
         "adjacent" => adjacent_pairs(&rows, &rewards, args.min_margin)?,
         _ => best_worst_pairs(&rows, &rewards, args.min_margin),
     };
+    let groups = match args.pair_by.as_str() {
+        "adjacent" => "row couples",
+        _ => "prompts",
+    };
+    let summary = format!(
+        "{} pairs from {} {groups} ({} with one response, {} with rewards closer than {})",
+        stats.pairs, stats.prompts, stats.single, stats.close, args.min_margin
+    );
     if pairs.is_empty() {
-        bail!(
-            "no pairs: {} prompts, {} with one response, {} with rewards closer than {}",
-            stats.prompts,
-            stats.single,
-            stats.close,
-            args.min_margin
-        );
+        bail!("no pairs: {summary}");
     }
     write_lines(&args.out, pairs.iter().map(|p| serde_json::json!(p)))?;
-    println!(
-        "{}: {} pairs from {} prompts ({} with one response, {} too close)",
-        args.out.display(),
-        stats.pairs,
-        stats.prompts,
-        stats.single,
-        stats.close
-    );
+    println!("{}: {summary}", args.out.display());
     Ok(())
 }
 
