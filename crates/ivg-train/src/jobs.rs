@@ -168,6 +168,27 @@ fn sft(
     )
 }
 
+/// Tokenized chosen/rejected examples of the training and evaluation pairs.
+struct PairData {
+    tc: Vec<Example>,
+    tr: Vec<Example>,
+    ec: Vec<Example>,
+    er: Vec<Example>,
+}
+
+fn pair_data(
+    spec: &TrainSpec,
+    tokenizer: &Tokenizer,
+    on: &dyn Fn(JobEvent<'_>),
+) -> Result<PairData, TrainError> {
+    let (train_rows, eval_rows) = rows::<PairRow>(spec)?;
+    let mut enc = encoder(spec, tokenizer, &spec.data.train);
+    let (tc, tr) = enc.pairs(&train_rows)?;
+    note_truncated(on, &enc, "train", 2 * tc.len(), spec.data.max_tokens);
+    let (ec, er) = encoder(spec, tokenizer, Path::new("eval")).pairs(&eval_rows)?;
+    Ok(PairData { tc, tr, ec, er })
+}
+
 /// The frozen DPO reference: `reference`, else the (pretrained) initial model.
 fn dpo_reference(spec: &TrainSpec, reference: Option<&Path>) -> Result<CausalLm, TrainError> {
     let path =
@@ -227,11 +248,7 @@ fn dpo(
     reference: Option<&Path>,
     on: &dyn Fn(JobEvent<'_>),
 ) -> Result<JobReport, TrainError> {
-    let (train_rows, eval_rows) = rows::<PairRow>(spec)?;
-    let mut enc = encoder(spec, tokenizer, &spec.data.train);
-    let (tc, tr) = enc.pairs(&train_rows)?;
-    note_truncated(on, &enc, "train", 2 * tc.len(), spec.data.max_tokens);
-    let (ec, er) = encoder(spec, tokenizer, Path::new("eval")).pairs(&eval_rows)?;
+    let PairData { tc, tr, ec, er } = pair_data(spec, tokenizer, on)?;
     let built = causal_lm(&spec.model, tokenizer, spec.seed)?;
     let reference = dpo_reference(spec, reference)?;
     let bs = spec.data.batch_size;
@@ -283,11 +300,7 @@ fn reward(
     tokenizer: &Tokenizer,
     on: &dyn Fn(JobEvent<'_>),
 ) -> Result<JobReport, TrainError> {
-    let (train_rows, eval_rows) = rows::<PairRow>(spec)?;
-    let mut enc = encoder(spec, tokenizer, &spec.data.train);
-    let (tc, tr) = enc.pairs(&train_rows)?;
-    note_truncated(on, &enc, "train", 2 * tc.len(), spec.data.max_tokens);
-    let (ec, er) = encoder(spec, tokenizer, Path::new("eval")).pairs(&eval_rows)?;
+    let PairData { tc, tr, ec, er } = pair_data(spec, tokenizer, on)?;
     let built = scalar_lm(&spec.model, tokenizer, spec.seed)?;
     let bs = spec.data.batch_size;
     let mut eval_fn = |m: &ivg_models::ScalarLm| -> Result<Metrics, TrainError> {
