@@ -160,7 +160,7 @@ pub fn adjacent_pairs(
     rewards: &[f64],
     min_margin: f64,
 ) -> Result<(Vec<PairRow>, PairStats), TrainError> {
-    if rows.len() % 2 != 0 {
+    if !rows.len().is_multiple_of(2) {
         return Err(TrainError::Batch(format!(
             "adjacent pairing needs an even number of rows, got {}",
             rows.len()
