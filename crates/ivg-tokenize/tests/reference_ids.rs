@@ -10,7 +10,7 @@ use ivg_tokenize::ChatMessage;
 
 /// Compares every case of one fixture entry and reports all mismatches.
 fn check_against_reference(name: &str) {
-    check_tokenizer(name, &by_name(name));
+    check_tokenizer(name, by_name(name));
 }
 
 fn check_tokenizer(name: &str, tok: &ivg_tokenize::Tokenizer) {
@@ -101,8 +101,8 @@ fn smollm2_gguf_matches_transformers() {
 }
 
 /// A GGUF-built tokenizer saved beside a trained checkpoint (`tokenizer.json`
-/// + `tokenizer_config.json`) loads back with the same ids, specials and chat
-/// template.
+/// and `tokenizer_config.json`) loads back with the same ids, specials and
+/// chat template.
 #[test]
 fn smollm2_saved_from_gguf_loads_back_identically() {
     let tok = by_name("smollm2");
