@@ -161,7 +161,7 @@ fn sample_label_and_train_dpo() {
     std::fs::write(
         &job,
         format!(
-            "[model]\ninit = \"pretrained\"\npath = \"{}\"\n[data]\ntrain = \"{}\"\nbatch_size = 2\n[train]\nout_dir = \"{}\"\n[train.optimizer]\nlr = 0.001\ntotal_steps = 3\n",
+            "[model]\ninit = \"pretrained\"\npath = \"{}\"\n[data]\ntrain = \"{}\"\nbatch_size = 2\nmax_tokens = 32\n[train]\nout_dir = \"{}\"\n[train.optimizer]\nlr = 0.001\ntotal_steps = 3\n",
             s(&m),
             s(&pairs),
             s(&out)
@@ -264,7 +264,7 @@ fn kill_job(tmp: &Path, steps: usize, out: &Path) -> PathBuf {
     std::fs::write(
         &job,
         format!(
-            "[model]\ninit = \"pretrained\"\npath = \"{}\"\n[data]\ntrain = \"{}\"\nbatch_size = 4\n[train]\nout_dir = \"{}\"\ncheckpoint_every = 1\n[train.optimizer]\nlr = 0.01\ntotal_steps = {steps}\n",
+            "[model]\ninit = \"pretrained\"\npath = \"{}\"\n[data]\ntrain = \"{}\"\nbatch_size = 4\nmax_tokens = 32\n[train]\nout_dir = \"{}\"\ncheckpoint_every = 1\n[train.optimizer]\nlr = 0.01\ntotal_steps = {steps}\n",
             s(&m), s(&data), s(out)
         ),
     )
