@@ -42,6 +42,16 @@ fn assert_close(ours: &[f64], reference: &[f64], tol: f64, what: &str) {
     assert!(worst < tol, "{what}: max difference {worst}");
 }
 
+/// Every value of a tensor, flattened, as f64.
+fn host(t: &candle_core::Tensor) -> Vec<f64> {
+    let v = t
+        .flatten_all()
+        .expect("flatten")
+        .to_vec1::<f32>()
+        .expect("f32");
+    v.into_iter().map(f64::from).collect()
+}
+
 fn ids(e: &Value) -> Vec<u32> {
     floats(&e["ids"]).into_iter().map(|v| v as u32).collect()
 }
@@ -54,14 +64,7 @@ fn sft_checkpoint_matches_transformers() {
     let logits = m
         .prefill(&[ids(&e)], &mut s, LogitsSpan::All)
         .expect("forward");
-    let ours: Vec<f64> = logits
-        .flatten_all()
-        .expect("f")
-        .to_vec1::<f32>()
-        .expect("v")
-        .into_iter()
-        .map(f64::from)
-        .collect();
+    let ours = host(&logits);
     assert_close(
         &ours,
         &floats(&e["sft_logits"]),
@@ -77,14 +80,7 @@ fn reward_checkpoint_matches_transformers_sequence_classification() {
     let m = ScalarLm::load(&w, &cfg, "rm").expect("load");
     let mut s = m.new_state();
     let scores = m.prefill(&[ids(&e)], &mut s).expect("forward");
-    let ours: Vec<f64> = scores
-        .flatten_all()
-        .expect("f")
-        .to_vec1::<f32>()
-        .expect("v")
-        .into_iter()
-        .map(f64::from)
-        .collect();
+    let ours = host(&scores);
     assert_close(
         &ours,
         &floats(&e["reward_scores"]),
@@ -109,14 +105,7 @@ fn classifier_checkpoint_matches_transformers() {
         .map(|t| floats(t).into_iter().map(|v| v as u32).collect())
         .collect();
     let logits = m.classify(&texts).expect("classify");
-    let ours: Vec<f64> = logits
-        .flatten_all()
-        .expect("f")
-        .to_vec1::<f32>()
-        .expect("v")
-        .into_iter()
-        .map(f64::from)
-        .collect();
+    let ours = host(&logits);
     assert_close(
         &ours,
         &floats(&e["classifier_logits"]),
