@@ -36,24 +36,42 @@ pub struct ImdbArgs {
 
 pub fn run(cmd: DataCommand) -> Result<()> {
     let DataCommand::Imdb(args) = cmd;
+    let (train, test) = export_imdb(
+        &args.out,
+        args.train_rows,
+        args.test_rows,
+        args.seed,
+        args.prompt_words,
+    )?;
+    println!(
+        "{}: {train} train and {test} test reviews",
+        args.out.display()
+    );
+    Ok(())
+}
+
+/// The IMDB export of `ivg data imdb` into `out`; returns the train-side and
+/// test-side review counts.
+pub fn export_imdb(
+    out: &Path,
+    train_rows: Option<usize>,
+    test_rows: usize,
+    seed: u64,
+    prompt_words: usize,
+) -> Result<(usize, usize)> {
     let paths = crate::assets_cmd::ensure(&[Asset::MovieReviews, Asset::ImdbFull])?;
     let splits = load_imdb(&paths[0], &paths[1])?;
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
-    let train = seeded_subset(
-        &splits.train,
-        args.train_rows.unwrap_or(usize::MAX),
-        args.seed,
-    );
-    let test = seeded_subset(&splits.test, args.test_rows, args.seed);
-    write_labelled(&args.out.join("imdb_train.jsonl"), &train)?;
-    write_labelled(&args.out.join("imdb_test.jsonl"), &test)?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let train = seeded_subset(&splits.train, train_rows.unwrap_or(usize::MAX), seed);
+    let test = seeded_subset(&splits.test, test_rows, seed);
+    write_labelled(&out.join("imdb_train.jsonl"), &train)?;
+    write_labelled(&out.join("imdb_test.jsonl"), &test)?;
     for (name, reviews) in [
         ("imdb_train_text.jsonl", &train),
         ("imdb_test_text.jsonl", &test),
     ] {
         write_lines(
-            &args.out.join(name),
+            &out.join(name),
             reviews
                 .iter()
                 .map(|r| serde_json::json!({ "prompt": "", "response": r.text })),
@@ -64,19 +82,13 @@ pub fn run(cmd: DataCommand) -> Result<()> {
         ("imdb_test_prompts.jsonl", &test),
     ] {
         write_lines(
-            &args.out.join(name),
-            reviews.iter().map(
-                |r| serde_json::json!({ "prompt": prompt_prefix(&r.text, args.prompt_words) }),
-            ),
+            &out.join(name),
+            reviews
+                .iter()
+                .map(|r| serde_json::json!({ "prompt": prompt_prefix(&r.text, prompt_words) })),
         )?;
     }
-    println!(
-        "{}: {} train and {} test reviews",
-        args.out.display(),
-        train.len(),
-        test.len()
-    );
-    Ok(())
+    Ok((train.len(), test.len()))
 }
 
 fn write_labelled(path: &Path, reviews: &[&Review]) -> Result<()> {

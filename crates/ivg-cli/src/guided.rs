@@ -75,6 +75,17 @@ pub struct GuideArgs {
     pub trace: Option<PathBuf>,
 }
 
+impl GuideArgs {
+    /// The flags' defaults (`--method base`, `{prompt}` templates, ...), for
+    /// callers that build a run in code.
+    pub fn defaults() -> Result<Self> {
+        use clap::{Args, FromArgMatches};
+        let cmd = Self::augment_args(clap::Command::new("defaults"));
+        let matches = cmd.try_get_matches_from(["defaults"])?;
+        Ok(Self::from_arg_matches(&matches)?)
+    }
+}
+
 /// Length, sampling and seed flags shared by `ivg generate` and `ivg sample`.
 #[derive(clap::Args, Clone)]
 pub struct DecodeArgs {

@@ -74,7 +74,7 @@ fn trained_data(model: &Path) -> Option<DataSpec> {
     serde_json::from_value(v.get("spec")?.get("data")?.clone()).ok()
 }
 
-fn classifier_labeler(model: &Path, label: usize, text: &str) -> Result<Labeler> {
+pub fn classifier_labeler(model: &Path, label: usize, text: &str) -> Result<Labeler> {
     let bert = load_bert(model, &LoadOptions::default())
         .with_context(|| format!("loading {}", model.display()))?;
     let trained = trained_data(model);
@@ -92,7 +92,7 @@ fn classifier_labeler(model: &Path, label: usize, text: &str) -> Result<Labeler>
     })
 }
 
-fn reward_labeler(model: &Path, template: Option<&str>) -> Result<Labeler> {
+pub fn reward_labeler(model: &Path, template: Option<&str>) -> Result<Labeler> {
     let (config, weights) = ivg_models::open(model, &LoadOptions::default())?;
     let scalar = ScalarLm::load(&weights, &config, crate::generate_cmd::model_name(model))
         .with_context(|| format!("loading the reward model {}", model.display()))?;
@@ -160,22 +160,40 @@ pub fn run(args: LabelArgs) -> Result<()> {
 
 pub fn run_eval(cmd: EvalCommand) -> Result<()> {
     let EvalCommand::Classifier(args) = cmd;
-    let rows: Vec<LabelRow> = read_jsonl(&args.data)?;
-    let bert = load_bert(&args.model, &LoadOptions::default())?;
-    let tokenizer = load_tokenizer(&args.model)?;
-    let data = trained_data(&args.model).unwrap_or_else(|| DataSpec {
+    let (m, rows) = classifier_eval(&args.model, &args.data, args.batch)?;
+    println!(
+        "{} on {}: accuracy {:.4} ({rows} rows), loss {:.4}",
+        args.model.display(),
+        args.data.display(),
+        m["accuracy"],
+        m["loss"]
+    );
+    Ok(())
+}
+
+/// Accuracy and cross-entropy of the classifier `model` on the `{text, label}`
+/// rows of `data`, fed with its training truncation; also the row count.
+pub fn classifier_eval(
+    model: &Path,
+    data_path: &Path,
+    batch: usize,
+) -> Result<(ivg_train::Metrics, usize)> {
+    let rows: Vec<LabelRow> = read_jsonl(data_path)?;
+    let bert = load_bert(model, &LoadOptions::default())?;
+    let tokenizer = load_tokenizer(model)?;
+    let data = trained_data(model).unwrap_or_else(|| DataSpec {
         train: PathBuf::new(),
         eval: None,
         eval_rows: None,
         template: "{prompt}".into(),
         max_tokens: bert.encoder.config().max_position_embeddings,
-        batch_size: args.batch,
+        batch_size: batch,
         append_eos: false,
         truncation: Truncation::Head,
     });
-    let ids = Encoder::new(&tokenizer, &data, args.data.display().to_string()).texts(&rows)?;
+    let ids = Encoder::new(&tokenizer, &data, data_path.display().to_string()).texts(&rows)?;
     let mut logits = Vec::with_capacity(rows.len());
-    for (k, chunk) in ids.chunks(args.batch.max(1)).enumerate() {
+    for (k, chunk) in ids.chunks(batch.max(1)).enumerate() {
         logits.extend(
             bert.classify(chunk)?
                 .to_dtype(candle_core::DType::F64)?
@@ -183,20 +201,11 @@ pub fn run_eval(cmd: EvalCommand) -> Result<()> {
         );
         eprint!(
             "\r{}/{} rows",
-            (k * args.batch + chunk.len()).min(rows.len()),
+            (k * batch + chunk.len()).min(rows.len()),
             rows.len()
         );
     }
     eprintln!();
     let labels: Vec<u32> = rows.iter().map(|r| r.label).collect();
-    let m = classifier_metrics(&logits, &labels);
-    println!(
-        "{} on {}: accuracy {:.4} ({} rows), loss {:.4}",
-        args.model.display(),
-        args.data.display(),
-        m["accuracy"],
-        rows.len(),
-        m["loss"]
-    );
-    Ok(())
+    Ok((classifier_metrics(&logits, &labels), rows.len()))
 }

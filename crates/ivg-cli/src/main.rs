@@ -5,6 +5,7 @@ mod bench;
 mod bench_guided;
 mod data_cmd;
 mod demo;
+mod experiment;
 mod generate_cmd;
 mod guided;
 mod inspect_cmd;
@@ -53,6 +54,9 @@ enum Command {
     /// Export data sets as training JSONL.
     #[command(subcommand)]
     Data(data_cmd::DataCommand),
+    /// Run an experiment (data, gold reward, guides, every method, report) with cached stages.
+    #[command(subcommand)]
+    Experiment(experiment::ExperimentCommand),
     /// Cost of every guided method: wall time against the summed model forward time.
     BenchGuided(bench_guided::BenchGuidedArgs),
 }
@@ -94,6 +98,7 @@ fn main() -> ExitCode {
         Command::Sample(args) => sample_cmd::run(*args),
         Command::Label(args) => label_cmd::run(*args),
         Command::Eval(cmd) => label_cmd::run_eval(cmd),
+        Command::Experiment(cmd) => experiment::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

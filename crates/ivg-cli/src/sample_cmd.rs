@@ -42,7 +42,7 @@ struct PromptRow {
     prompt: String,
 }
 
-fn read_prompts(path: &std::path::Path) -> Result<Vec<String>> {
+pub fn read_prompts(path: &std::path::Path) -> Result<Vec<String>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut prompts = Vec::new();
@@ -66,7 +66,7 @@ fn read_prompts(path: &std::path::Path) -> Result<Vec<String>> {
 }
 
 /// Rows already in `out` (a resumed run skips them); a torn last line is cut.
-fn done_rows(out: &std::path::Path) -> Result<usize> {
+pub fn done_rows(out: &std::path::Path) -> Result<usize> {
     if !out.exists() {
         return Ok(0);
     }
@@ -89,45 +89,76 @@ pub fn run(args: SampleArgs) -> Result<()> {
     }
     let prompts = read_prompts(&args.prompts)?;
     let config = args.decode.config(&args.guide)?;
-    let lm = load_lm(&args.model, false)?;
+    let job = SampleJob {
+        model: &args.model,
+        prompts: &prompts,
+        out: &args.out,
+        n: args.n,
+        batch: args.batch,
+        config: &config,
+        guide: &args.guide,
+    };
+    let total = sample(&job, "samples")?;
+    println!("{}: {total} samples", args.out.display());
+    Ok(())
+}
+
+/// `n` completions of each prompt by `model` under `config`, appended to
+/// `out` batch by batch (a rerun resumes after the last complete row).
+pub struct SampleJob<'a> {
+    pub model: &'a std::path::Path,
+    pub prompts: &'a [String],
+    pub out: &'a std::path::Path,
+    pub n: usize,
+    pub batch: usize,
+    pub config: &'a ivg_decode::GuidanceConfig,
+    pub guide: &'a crate::guided::GuideArgs,
+}
+
+/// Runs `job`; progress lines start with `label`. Returns the row count.
+pub fn sample(job: &SampleJob<'_>, label: &str) -> Result<usize> {
+    let lm = load_lm(job.model, false)?;
     let base_tokenizer = Arc::new(lm.tokenizer.clone());
-    let mut values = crate::guided::build_values(&args.guide, &config, &base_tokenizer)?;
+    let mut values = crate::guided::build_values(job.guide, job.config, &base_tokenizer)?;
     let mut guides = crate::guided::guides(&lm, &mut values);
     // Sample j of prompt i is row i*n + j of the output.
-    let total = prompts.len() * args.n;
-    let mut next = done_rows(&args.out)?;
+    let total = job.prompts.len() * job.n;
+    let mut next = done_rows(job.out)?;
     if next > total {
         bail!(
             "{} already has {next} rows, more than the {total} asked for",
-            args.out.display()
+            job.out.display()
         );
     }
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(&args.out)
-        .with_context(|| format!("opening {}", args.out.display()))?;
+        .open(job.out)
+        .with_context(|| format!("opening {}", job.out.display()))?;
     let stop_ids = lm.stop_ids();
     let started = std::time::Instant::now();
     let resumed_at = next;
     while next < total {
-        let rows: Vec<usize> = (next..(next + args.batch).min(total)).collect();
-        let texts: Vec<String> = rows.iter().map(|r| prompts[r / args.n].clone()).collect();
+        let rows: Vec<usize> = (next..(next + job.batch).min(total)).collect();
+        let texts: Vec<String> = rows
+            .iter()
+            .map(|r| job.prompts[r / job.n].clone())
+            .collect();
         let ids = texts
             .iter()
             .map(|t| {
                 Ok(lm
                     .tokenizer
-                    .encode(&args.guide.base_template.replace("{prompt}", t), true)?)
+                    .encode(&job.guide.base_template.replace("{prompt}", t), true)?)
             })
             .collect::<Result<Vec<_>>>()?;
-        let seeds: Vec<u64> = rows.iter().map(|&r| row_seed(config.seed, r)).collect();
+        let seeds: Vec<u64> = rows.iter().map(|&r| row_seed(job.config.seed, r)).collect();
         let outputs = guided_generate_seeded(
             &mut guides,
             &texts,
             &ids,
             &seeds,
-            &config,
+            job.config,
             &stop_ids,
             &mut |_| {},
         )?;
@@ -140,15 +171,14 @@ pub fn run(args: SampleArgs) -> Result<()> {
         }
         file.write_all(chunk.as_bytes())
             .and_then(|()| file.flush())
-            .with_context(|| format!("writing {}", args.out.display()))?;
+            .with_context(|| format!("writing {}", job.out.display()))?;
         next += rows.len();
         let rate = (next - resumed_at) as f64 / started.elapsed().as_secs_f64().max(1e-9);
         eprint!(
-            "\r{next}/{total} samples, {rate:.2}/s, eta {:.0}s   ",
-            (total - next) as f64 / rate.max(1e-9)
+            "\r{label}: {next}/{total} samples, {rate:.2}/s, eta {}   ",
+            crate::experiment::eta((total - next) as f64 / rate.max(1e-9))
         );
     }
     eprintln!();
-    println!("{}: {total} samples", args.out.display());
-    Ok(())
+    Ok(total)
 }

@@ -33,15 +33,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         spec.train.optimizer.total_steps = steps;
         spec.train.optimizer.warmup_steps = spec.train.optimizer.warmup_steps.min(steps);
     }
-    resolve_assets(&mut spec)?;
-    let spec = spec
-        .resolve(&args.objective)
-        .with_context(|| format!("in {}", args.config.display()))?;
-    let tokenizer = tokenizer_for(&spec)?;
-    let first = Cell::new(None);
-    let shown = Cell::new(false);
-    let report = run_job(&spec, &tokenizer, &|event| show(event, &first, &shown))?;
-    eprintln!();
+    let report = train(spec, &args.objective, &args.config)?;
     if let Some(last) = report.evals.last() {
         println!("eval at step {}: {}", last.step, render(&last.metrics));
     }
@@ -55,7 +47,23 @@ pub fn run(args: TrainArgs) -> Result<()> {
     Ok(())
 }
 
-fn read_spec(path: &Path) -> Result<TrainSpec> {
+/// Resolves `spec` for `objective` and runs it (resuming from its output
+/// directory), with a progress bar; `source` names the job file in errors.
+pub fn train(spec: TrainSpec, objective: &str, source: &Path) -> Result<ivg_train::JobReport> {
+    let mut spec = spec;
+    resolve_assets(&mut spec)?;
+    let spec = spec
+        .resolve(objective)
+        .with_context(|| format!("in {}", source.display()))?;
+    let tokenizer = tokenizer_for(&spec)?;
+    let first = Cell::new(None);
+    let shown = Cell::new(false);
+    let report = run_job(&spec, &tokenizer, &|event| show(event, &first, &shown))?;
+    eprintln!();
+    Ok(report)
+}
+
+pub fn read_spec(path: &Path) -> Result<TrainSpec> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let spec = if path.extension().is_some_and(|e| e == "json") {

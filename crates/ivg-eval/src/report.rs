@@ -77,8 +77,9 @@ pub fn mean_ci95(xs: &[f64]) -> Option<Interval> {
 
 /// Win rate of `method` over `base`, paired by index (same prompt and seed):
 /// each pair scores 1 if the method's reward is higher, 0.5 on a tie, 0
-/// otherwise; the interval is [`mean_ci95`] of those scores. Pairing removes
-/// the prompt-to-prompt variance that an unpaired comparison would carry.
+/// otherwise; the interval is [`mean_ci95`] of those scores, clipped to
+/// [0, 1] (a rate cannot leave it; the t interval does for small n). Pairing
+/// removes the prompt-to-prompt variance an unpaired comparison would carry.
 ///
 /// `None` when the lengths differ, fewer than two pairs exist, or any value
 /// is non-finite.
@@ -98,7 +99,11 @@ pub fn win_rate(method: &[f64], base: &[f64]) -> Option<Interval> {
             _ => 0.0,
         })
         .collect();
-    mean_ci95(&scores)
+    mean_ci95(&scores).map(|iv| Interval {
+        low: iv.low.max(0.0),
+        high: iv.high.min(1.0),
+        ..iv
+    })
 }
 
 /// One method's row in the report.
@@ -444,8 +449,10 @@ mod tests {
     fn win_rate_scores_wins_ties_losses() {
         // Scores: 1, 0.5, 0, 1 -> mean 0.625.
         let iv = win_rate(&[2.0, 1.0, 0.0, 5.0], &[1.0, 1.0, 3.0, -1.0]).unwrap();
-        let want = mean_ci95(&[1.0, 0.5, 0.0, 1.0]).unwrap();
-        assert_eq!(iv, want);
+        let t = mean_ci95(&[1.0, 0.5, 0.0, 1.0]).unwrap();
+        // With n = 4 the t interval leaves [0, 1] on both sides; it is clipped.
+        assert!(t.low < 0.0 && t.high > 1.0);
+        assert_eq!((iv.mean, iv.low, iv.high), (t.mean, 0.0, 1.0));
         assert!(close(iv.mean, 0.625, 1e-12));
         assert_eq!(iv.n, 4);
     }

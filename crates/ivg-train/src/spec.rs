@@ -125,7 +125,11 @@ impl ObjectiveSpec {
 pub enum ModelSpec {
     /// An HF directory or a GGUF file (dequantized to f32). Heads the
     /// checkpoint lacks (a reward `score`, a classifier) start fresh.
-    Pretrained { path: PathBuf },
+    /// (`path` may be left out of a job that an experiment completes.)
+    Pretrained {
+        #[serde(default)]
+        path: PathBuf,
+    },
     /// Fresh random weights from an HF `config` table, using the tokenizer of
     /// `tokenizer` (a model directory, GGUF or `tokenizer.json`), so that a
     /// small guide shares a large base's vocabulary. `vocab_size`, and the
@@ -150,7 +154,9 @@ impl ModelSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataSpec {
-    /// JSONL in the objective's format (README, "Training data").
+    /// JSONL in the objective's format (README, "Training data"); may be
+    /// left out of a job that an experiment completes.
+    #[serde(default)]
     pub train: PathBuf,
     /// Held-out JSONL in the same format, evaluated every `train.eval_every` steps.
     #[serde(default)]
@@ -226,6 +232,23 @@ impl TrainSpec {
         let bad =
             |field: &str, problem: String| Err(TrainError::Config(format!("{field}: {problem}")));
         let d = &self.data;
+        if d.train.as_os_str().is_empty() {
+            return bad("data.train", "is required (a JSONL file)".into());
+        }
+        if self.train.out_dir.as_os_str().is_empty() {
+            return bad(
+                "train.out_dir",
+                "is required (the checkpoint directory)".into(),
+            );
+        }
+        if let ModelSpec::Pretrained { path } = &self.model {
+            if path.as_os_str().is_empty() {
+                return bad(
+                    "model.path",
+                    "is required with init = \"pretrained\"".into(),
+                );
+            }
+        }
         if d.batch_size == 0 {
             return bad("data.batch_size", "must be at least 1".into());
         }

@@ -31,6 +31,8 @@ pub struct LoopConfig {
     pub eval_every: Option<usize>,
     #[serde(default)]
     pub checkpoint_every: Option<usize>,
+    /// Required; may be left out of a job that an experiment completes.
+    #[serde(default)]
     pub out_dir: PathBuf,
 }
 

@@ -1,0 +1,265 @@
+//! The evaluation stages: one per method (and one per ablation setting), each
+//! decoding every prompt with the same per-prompt seed, scoring the output
+//! with the gold classifier and the base model's NLL, and appending one JSONL
+//! row per prompt as each batch finishes (a killed run loses no finished sample).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use ivg_decode::{guided_generate_seeded, row_seed, GuidanceConfig, Method};
+use ivg_models::{CausalLm, LogitsSpan};
+use ivg_train::label::Labeler;
+use ivg_train::SftRow;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::config::{EvalMethod, ExperimentConfig};
+use super::pipeline::{sampling_config, Guides, Runner};
+use super::stages::Stage;
+use crate::guided::GuideArgs;
+use crate::load::{load_lm, LoadedLm};
+use crate::sample_cmd::{done_rows, read_prompts};
+
+/// One evaluated prompt.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SampleRow {
+    /// Position of the prompt in its prompt file (the pairing key across methods).
+    pub index: usize,
+    pub prompt: String,
+    pub method: String,
+    pub output: String,
+    pub gold_reward: f64,
+    /// Mean negative log-likelihood per output token under the base model
+    /// (with its template); `None` for an empty output.
+    pub nll: Option<f64>,
+    /// Output tokens.
+    pub tokens: usize,
+    /// Decoding wall time charged to this prompt (its batch's time / batch size).
+    pub seconds: f64,
+}
+
+/// What every evaluation stage shares: the base model, the gold scorer and the guides.
+pub struct Evaluator<'a> {
+    pub runner: &'a Runner<'a>,
+    pub guides: &'a Guides,
+    /// Loaded unless the runner only reports status.
+    pub base: Option<&'a LoadedLm>,
+    pub gold: Option<&'a Labeler>,
+}
+
+/// One evaluation: a method under a guidance config on a prompt file.
+pub struct EvalRun<'a> {
+    /// Stage name, e.g. `eval/ivg` or `ablation/efti_beta0.5`.
+    pub stage: String,
+    pub method: EvalMethod,
+    pub config: GuidanceConfig,
+    /// `test_prompts.jsonl` or `val_prompts.jsonl` of the data stage.
+    pub prompts: &'a str,
+}
+
+impl Evaluator<'_> {
+    /// The evaluation of `method` with the experiment's settings (beta, L, ...).
+    pub fn standard<'p>(&self, method: EvalMethod, prompts: &'p str) -> EvalRun<'p> {
+        let c = self.runner.config;
+        let matrix = match method {
+            EvalMethod::Matrix(m) => m,
+            EvalMethod::Tuned => Method::Base,
+        };
+        EvalRun {
+            stage: format!("eval/{}", method.name()),
+            method,
+            config: sampling_config(c, matrix, c.eval.max_new_tokens, c.eval.temperature),
+            prompts,
+        }
+    }
+
+    /// Runs (or finds cached) `run`; returns its stage.
+    pub fn run(&self, run: &EvalRun<'_>) -> Result<Stage> {
+        let c = self.runner.config;
+        let g = self.guides;
+        let inputs = json!({
+            "method": run.method.name(), "config": run.config, "prompts": run.prompts,
+            "base": c.eval.base, "template": c.eval.template,
+            "data": g.data.fingerprint, "gold": g.gold.fingerprint, "sft": g.sft.fingerprint,
+            "dpo": g.dpo.fingerprint, "value": g.value.fingerprint,
+        });
+        self.runner
+            .stage(&run.stage, inputs, |st| self.decode_all(st, run))
+    }
+
+    fn guide_args(&self) -> Result<GuideArgs> {
+        let mut a = GuideArgs::defaults()?;
+        a.tuned = Some(self.guides.dpo.dir.clone());
+        a.reference = Some(self.guides.sft.dir.clone());
+        a.value = Some(self.guides.value.dir.clone());
+        a.value_kind = "q".into();
+        a.base_template = self.runner.config.eval.template.clone();
+        Ok(a)
+    }
+
+    fn decode_all(&self, st: &Stage, run: &EvalRun<'_>) -> Result<()> {
+        let c: &ExperimentConfig = self.runner.config;
+        let base = self.base.context("the base model is not loaded")?;
+        let prompts = read_prompts(&self.guides.data.path(run.prompts))?;
+        let out = st.path("samples.jsonl");
+        let mut next = done_rows(&out)?;
+        let tuned;
+        let (lm, template) = match run.method {
+            EvalMethod::Tuned => {
+                tuned = load_lm(&self.guides.dpo.dir, false)?;
+                (&tuned, "{prompt}".to_string())
+            }
+            EvalMethod::Matrix(_) => (base, c.eval.template.clone()),
+        };
+        let args = self.guide_args()?;
+        let base_tokenizer = Arc::new(lm.tokenizer.clone());
+        let mut values = crate::guided::build_values(&args, &run.config, &base_tokenizer)?;
+        let mut models = crate::guided::guides(lm, &mut values);
+        let stop_ids = lm.stop_ids();
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&out)
+            .with_context(|| format!("opening {}", out.display()))?;
+        let started = Instant::now();
+        let resumed_at = next;
+        while next < prompts.len() {
+            let idx: Vec<usize> = (next..(next + c.eval.batch).min(prompts.len())).collect();
+            let texts: Vec<String> = idx.iter().map(|&i| prompts[i].clone()).collect();
+            let ids = texts
+                .iter()
+                .map(|t| {
+                    Ok(lm
+                        .tokenizer
+                        .encode(&template.replace("{prompt}", t), true)?)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let seeds: Vec<u64> = idx.iter().map(|&i| row_seed(c.seed, i)).collect();
+            let t0 = Instant::now();
+            let outputs = guided_generate_seeded(
+                &mut models,
+                &texts,
+                &ids,
+                &seeds,
+                &run.config,
+                &stop_ids,
+                &mut |_| {},
+            )?;
+            let seconds = t0.elapsed().as_secs_f64() / idx.len() as f64;
+            let responses = outputs
+                .iter()
+                .map(|o| Ok(lm.tokenizer.decode(&o.tokens, true)?))
+                .collect::<Result<Vec<String>>>()?;
+            let rows = self.score(run, &idx, &texts, &responses, seconds, &outputs)?;
+            let mut chunk = String::new();
+            for row in &rows {
+                chunk.push_str(&serde_json::to_string(row)?);
+                chunk.push('\n');
+            }
+            file.write_all(chunk.as_bytes())
+                .and_then(|()| file.flush())
+                .with_context(|| format!("writing {}", out.display()))?;
+            next += idx.len();
+            let per = started.elapsed().as_secs_f64() / (next - resumed_at) as f64;
+            eprint!(
+                "\r[{}] {next}/{} prompts, {per:.1} s/prompt, eta {}   ",
+                run.stage,
+                prompts.len(),
+                super::eta(per * (prompts.len() - next) as f64)
+            );
+        }
+        eprintln!();
+        Ok(())
+    }
+
+    /// Gold reward and base NLL of each output.
+    fn score(
+        &self,
+        run: &EvalRun<'_>,
+        idx: &[usize],
+        texts: &[String],
+        responses: &[String],
+        seconds: f64,
+        outputs: &[ivg_decode::GuidedOutput],
+    ) -> Result<Vec<SampleRow>> {
+        let c = self.runner.config;
+        let rows: Vec<SftRow> = texts
+            .iter()
+            .zip(responses)
+            .map(|(p, r)| SftRow {
+                prompt: p.clone(),
+                response: r.clone(),
+            })
+            .collect();
+        let base = self.base.context("the base model is not loaded")?;
+        let gold_model = self.gold.context("the gold classifier is not loaded")?;
+        let gold = gold_model.score(&rows, rows.len())?;
+        let tok = &base.tokenizer;
+        let mut out = Vec::with_capacity(rows.len());
+        for (k, row) in rows.into_iter().enumerate() {
+            let prompt_ids = tok.encode(&c.eval.template.replace("{prompt}", &row.prompt), true)?;
+            // pi_tuned has the base's vocabulary but its own tokenizer files:
+            // its text is re-encoded; the base's own tokens are scored as drawn.
+            let response_ids = match run.method {
+                EvalMethod::Tuned => tok.encode(&row.response, false)?,
+                EvalMethod::Matrix(_) => outputs[k].tokens.clone(),
+            };
+            out.push(SampleRow {
+                index: idx[k],
+                method: run.method.name().to_string(),
+                nll: mean_nll(&base.model, &prompt_ids, &response_ids)?,
+                tokens: outputs[k].tokens.len(),
+                gold_reward: gold[k],
+                output: row.response,
+                prompt: row.prompt,
+                seconds,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Mean `-log p(response_t | prompt, response_<t)` under `model`, `None` for
+/// an empty response.
+pub fn mean_nll(model: &CausalLm, prompt: &[u32], response: &[u32]) -> Result<Option<f64>> {
+    if response.is_empty() || prompt.is_empty() {
+        return Ok(None);
+    }
+    let ids: Vec<u32> = prompt.iter().chain(response).copied().collect();
+    let mut state = model.new_state();
+    let logits = model.prefill(&[ids], &mut state, LogitsSpan::All)?;
+    // Position p predicts token p + 1: the response is predicted from
+    // positions prompt.len() - 1 .. prompt.len() + response.len() - 1.
+    let rows = logits
+        .get(0)?
+        .narrow(0, prompt.len() - 1, response.len())?
+        .to_vec2::<f32>()?;
+    let total: f64 = rows
+        .iter()
+        .zip(response)
+        .map(|(row, &t)| {
+            let logit = row.get(t as usize).copied().with_context(|| {
+                format!("token {t} outside the base vocabulary of {}", row.len())
+            })?;
+            Ok(f64::from(ivg_models::numerics::log_sum_exp(row) - logit))
+        })
+        .sum::<Result<f64>>()?;
+    Ok(Some(total / response.len() as f64))
+}
+
+/// Reads an evaluation stage's samples.
+pub fn read_samples(stage: &Stage) -> Result<Vec<SampleRow>> {
+    let path: PathBuf = stage.path("samples.jsonl");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| {
+            serde_json::from_str(l)
+                .with_context(|| format!("{}:{}: not a sample row", path.display(), i + 1))
+        })
+        .collect()
+}
