@@ -93,6 +93,18 @@ pub fn classifier_labeler(model: &Path, label: usize, text: &str) -> Result<Labe
 }
 
 pub fn reward_labeler(model: &Path, template: Option<&str>) -> Result<Labeler> {
+    let spec = ivg_train::ModelSpec::Pretrained {
+        path: ivg_models::loader::checkpoint_dir(model),
+    };
+    if ivg_train::build::is_bert(&spec)? {
+        // A one-label sequence classifier reads the templated prompt and the response.
+        let trained = trained_data(model).map(|d| d.template);
+        let prompt = template
+            .map(str::to_string)
+            .or(trained)
+            .unwrap_or("{prompt}".into());
+        return classifier_labeler(model, 0, &format!("{prompt}{{response}}"));
+    }
     let (config, weights) = ivg_models::open(model, &LoadOptions::default())?;
     let scalar = ScalarLm::load(&weights, &config, crate::generate_cmd::model_name(model))
         .with_context(|| format!("loading the reward model {}", model.display()))?;

@@ -189,8 +189,9 @@ impl BertWithHead {
 }
 
 impl BertWithHead {
-    /// The reward a classifier gives each text for `label`: with two labels
-    /// the margin `logit[label] - logit[other]` (e.g. positive minus negative
+    /// The reward a classifier gives each text for `label`: with one label
+    /// (a reward model) its logit, with two labels the margin
+    /// `logit[label] - logit[other]` (e.g. positive minus negative
     /// sentiment), with more `log_softmax(logits)[label]`.
     pub fn label_scores(&self, ids: &[Vec<u32>], label: usize) -> Result<Vec<f64>> {
         let logits = self.classify(ids)?;
@@ -199,6 +200,10 @@ impl BertWithHead {
             return Err(ModelError::State(format!(
                 "label {label} out of range ({labels} labels)"
             )));
+        }
+        if labels == 1 {
+            let l = logits.to_vec2::<f32>()?;
+            return Ok(l.iter().map(|r| r[0] as f64).collect());
         }
         if labels == 2 {
             let l = logits.to_vec2::<f32>()?;

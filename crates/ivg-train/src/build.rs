@@ -79,6 +79,21 @@ fn start(spec: &ModelSpec, tokenizer: Option<&Tokenizer>) -> Result<Start, Train
     }
 }
 
+/// Whether a pretrained start is a BERT encoder (a reward job then trains a
+/// one-label sequence classifier instead of a causal backbone's scalar head).
+pub fn is_bert(spec: &ModelSpec) -> Result<bool, TrainError> {
+    let ModelSpec::Pretrained { path } = spec else {
+        return Ok(false);
+    };
+    match ModelSource::resolve(path)? {
+        ModelSource::HfDir { dir, .. } => {
+            let json = read_json(&ivg_models::config::config_path(&dir))?;
+            Ok(json["model_type"] == "bert")
+        }
+        _ => Ok(false),
+    }
+}
+
 fn read_json(path: &Path) -> Result<Value, TrainError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))?;

@@ -1,11 +1,14 @@
 //! The classifier objective (the gold reward of the experiments): cross-entropy
 //! of a BERT encoder with a `BertForSequenceClassification` head, over
-//! right-padded batches with an attention mask.
+//! right-padded batches with an attention mask. Also the encoder form of the
+//! reward model: Bradley-Terry on a one-label sequence classifier (the form of
+//! the DeBERTa reward models of OpenAssistant), for reward models that read
+//! text with a pretrained encoder rather than a causal guide.
 
 use candle_core::Tensor;
 use ivg_models::loader::BertWithHead;
 
-use crate::objective::Objective;
+use crate::objective::{softplus, Objective};
 use crate::TrainError;
 
 /// Token ids (special tokens included) and class labels.
@@ -48,5 +51,51 @@ impl Objective for Classifier {
         let logits = classifier_logits(model, &batch.ids)?;
         let target = Tensor::from_vec(batch.labels.clone(), batch.labels.len(), logits.device())?;
         Ok(candle_nn::loss::cross_entropy(&logits, &target)?)
+    }
+}
+
+/// Chosen and rejected texts (token ids, special tokens included), row `i` of
+/// each answering the same prompt.
+#[derive(Debug, Clone)]
+pub struct TextPairBatch {
+    pub chosen: Vec<Vec<u32>>,
+    pub rejected: Vec<Vec<u32>>,
+}
+
+/// `r(x, y)` of each text: the logit of a one-label classifier, `(batch,)`.
+pub fn classifier_rewards(model: &BertWithHead, ids: &[Vec<u32>]) -> Result<Tensor, TrainError> {
+    let logits = classifier_logits(model, ids)?;
+    let labels = logits.dim(1)?;
+    if labels != 1 {
+        return Err(TrainError::Config(format!(
+            "a classifier reward model has one label, this one has {labels}"
+        )));
+    }
+    Ok(logits.squeeze(1)?)
+}
+
+/// `-log sigmoid(r(x, y_w) - r(x, y_l))` with `r` a one-label classifier.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClassifierReward;
+
+impl Objective for ClassifierReward {
+    type Model = BertWithHead;
+    type Batch = TextPairBatch;
+
+    fn name(&self) -> &'static str {
+        "reward"
+    }
+
+    fn loss(&self, model: &BertWithHead, batch: &TextPairBatch) -> Result<Tensor, TrainError> {
+        if batch.chosen.len() != batch.rejected.len() {
+            return Err(TrainError::Batch(format!(
+                "{} chosen and {} rejected",
+                batch.chosen.len(),
+                batch.rejected.len()
+            )));
+        }
+        let margin = (classifier_rewards(model, &batch.chosen)?
+            - classifier_rewards(model, &batch.rejected)?)?;
+        Ok(softplus(&margin.neg()?)?.mean_all()?)
     }
 }

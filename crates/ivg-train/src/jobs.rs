@@ -5,11 +5,15 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::DType;
+use ivg_models::loader::BertWithHead;
 use ivg_models::{load_causal_lm, CausalLm, LoadOptions, QuantPolicy};
 use ivg_tokenize::Tokenizer;
 
-use crate::build::{bert_classifier, causal_lm, scalar_lm};
-use crate::classifier::{classifier_logits, Classifier, ClassifierBatch};
+use crate::build::{bert_classifier, causal_lm, is_bert, scalar_lm};
+use crate::classifier::{
+    classifier_logits, classifier_rewards, Classifier, ClassifierBatch, ClassifierReward,
+    TextPairBatch,
+};
 use crate::data::{read_jsonl, CheckRow, LabelRow, PairRow, RewardRow, SftRow};
 use crate::job::{Driver, JobEvent, JobReport, Metrics};
 use crate::metrics::{classifier_metrics, lm_metrics, pair_metrics, value_metrics};
@@ -300,6 +304,9 @@ fn reward(
     tokenizer: &Tokenizer,
     on: &dyn Fn(JobEvent<'_>),
 ) -> Result<JobReport, TrainError> {
+    if is_bert(&spec.model)? {
+        return classifier_reward(spec, tokenizer, on);
+    }
     let PairData { tc, tr, ec, er } = pair_data(spec, tokenizer, on)?;
     let built = scalar_lm(&spec.model, tokenizer, spec.seed)?;
     let bs = spec.data.batch_size;
@@ -317,6 +324,54 @@ fn reward(
             let (chosen, rejected) = (pick(&tc, idx), pick(&tr, idx));
             let n = tokens(&chosen) + tokens(&rejected);
             Ok((PairBatch { chosen, rejected }, n))
+        },
+        (!ec.is_empty()).then_some(&mut eval_fn as _),
+        on,
+    )
+}
+
+/// A reward model on a BERT encoder: the text is the templated prompt followed
+/// by the response, with the encoder's special tokens and the job's truncation.
+fn classifier_reward(
+    spec: &TrainSpec,
+    tokenizer: &Tokenizer,
+    on: &dyn Fn(JobEvent<'_>),
+) -> Result<JobReport, TrainError> {
+    let (train_rows, eval_rows) = rows::<PairRow>(spec)?;
+    let encode = |rows: &[PairRow], source: &Path| {
+        let mut enc = encoder(spec, tokenizer, source);
+        let side = |pick: fn(&PairRow) -> &str| -> Vec<LabelRow> {
+            let text = |r: &PairRow| spec.data.template.replace("{prompt}", &r.prompt) + pick(r);
+            rows.iter()
+                .map(|r| LabelRow {
+                    text: text(r),
+                    label: 0,
+                })
+                .collect()
+        };
+        let chosen = enc.texts(&side(|r| &r.chosen))?;
+        let rejected = enc.texts(&side(|r| &r.rejected))?;
+        Ok::<_, TrainError>((chosen, rejected, enc))
+    };
+    let (tc, tr, enc) = encode(&train_rows, &spec.data.train)?;
+    note_truncated(on, &enc, "train", 2 * tc.len(), spec.data.max_tokens);
+    let (ec, er, _) = encode(&eval_rows, Path::new("eval"))?;
+    let built = bert_classifier(&spec.model, 1, spec.seed)?;
+    let bs = spec.data.batch_size;
+    let mut eval_fn = |m: &BertWithHead| -> Result<Metrics, TrainError> {
+        let rc = chunked(&ec, bs, |c| host(classifier_rewards(m, c)?))?;
+        let rr = chunked(&er, bs, |c| host(classifier_rewards(m, c)?))?;
+        let margins: Vec<f64> = rc.iter().zip(&rr).map(|(a, b)| a - b).collect();
+        Ok(pair_metrics(&margins))
+    };
+    let d = driver(spec, tokenizer, tc.len(), ec.len())?;
+    d.run(
+        &ClassifierReward,
+        &built,
+        &mut |idx| {
+            let (chosen, rejected) = (pick(&tc, idx), pick(&tr, idx));
+            let n = chosen.iter().chain(&rejected).map(Vec::len).sum();
+            Ok((TextPairBatch { chosen, rejected }, n))
         },
         (!ec.is_empty()).then_some(&mut eval_fn as _),
         on,

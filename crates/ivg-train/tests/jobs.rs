@@ -226,6 +226,50 @@ fn reward_model_ranks_held_out_pairs() {
 }
 
 #[test]
+fn reward_model_on_a_bert_encoder_ranks_held_out_pairs() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = bare_bert(tmp.path());
+    let (train, eval) = pair_rows(tmp.path());
+    let model = format!("init = \"pretrained\"\npath = \"{}\"", dir.display());
+    let out = tmp.path().join("out");
+    let report = run(
+        &spec(&job_toml(&model, &train, &eval, &out, 30, 0.005, "")),
+        "reward",
+        &tokenizer(&dir),
+    );
+    let (before, after) = first_last(&report, "accuracy");
+    assert!(
+        after >= 0.95 && after > before,
+        "pairwise accuracy {before} -> {after}"
+    );
+    // Saved as a one-label sequence classifier whose logit is the reward.
+    let back = load_bert(&out, &LoadOptions::default()).expect("load back");
+    let tok = tokenizer(&dir);
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(&eval)
+        .expect("eval")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("row"))
+        .collect();
+    let text = |r: &serde_json::Value, side: &str| {
+        let t = format!(
+            "{}{}",
+            r["prompt"].as_str().expect("p"),
+            r[side].as_str().expect("s")
+        );
+        tok.encode(&t, true).expect("ids")
+    };
+    let chosen: Vec<Vec<u32>> = rows.iter().map(|r| text(r, "chosen")).collect();
+    let rejected: Vec<Vec<u32>> = rows.iter().map(|r| text(r, "rejected")).collect();
+    let rc = back.label_scores(&chosen, 0).expect("chosen");
+    let rr = back.label_scores(&rejected, 0).expect("rejected");
+    let acc = rc.iter().zip(&rr).filter(|(a, b)| a > b).count() as f64 / rc.len() as f64;
+    assert_eq!(
+        acc, after,
+        "the saved model ranks the held-out pairs as the job measured"
+    );
+}
+
+#[test]
 fn value_models_fit_rewards_in_both_forms_and_losses() {
     let tmp = tempfile::tempdir().expect("tmp");
     let dir = model_dir(tmp.path(), "llama");
@@ -254,11 +298,10 @@ fn value_models_fit_rewards_in_both_forms_and_losses() {
     }
 }
 
-#[test]
-fn classifier_fine_tunes_bert_with_a_fresh_head() {
-    let tmp = tempfile::tempdir().expect("tmp");
-    let dir = model_dir(tmp.path(), "bert");
-    // A BertModel checkpoint: no `bert.` prefix and no classifier, like all-MiniLM-L6-v2.
+/// The tiny BERT as a `BertModel` checkpoint: no `bert.` prefix and no
+/// classifier, like all-MiniLM-L6-v2.
+fn bare_bert(tmp: &Path) -> PathBuf {
+    let dir = model_dir(tmp, "bert");
     let src =
         candle_core::safetensors::load(dir.join("model.safetensors"), &candle_core::Device::Cpu)
             .expect("load");
@@ -268,6 +311,13 @@ fn classifier_fine_tunes_bert_with_a_fresh_head() {
         .map(|(k, v)| (k.trim_start_matches("bert.").to_string(), v))
         .collect();
     candle_core::safetensors::save(&bare, dir.join("model.safetensors")).expect("save");
+    dir
+}
+
+#[test]
+fn classifier_fine_tunes_bert_with_a_fresh_head() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = bare_bert(tmp.path());
     let row = |i: usize| {
         let good = i.is_multiple_of(2);
         serde_json::json!({"text": words(i, good, 5), "label": u32::from(good)})

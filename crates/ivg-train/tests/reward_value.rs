@@ -133,19 +133,19 @@ fn scalar_value_fit_regresses_every_prefix() {
     assert!(fit.loss(&m, &bad).is_err());
 }
 
-#[test]
-fn classifier_is_cross_entropy() {
+/// A random tiny BERT with a `labels`-way classification head.
+fn tiny_bert(labels: usize) -> (ivg_models::loader::BertWithHead, candle_nn::VarMap) {
     use candle_core::{Device, Tensor};
     use candle_nn::VarMap;
     use ivg_models::arch::bert::BertModel;
     use ivg_models::heads::ClassifierHead;
     use ivg_models::loader::BertWithHead;
     use ivg_models::{ModelConfig, Weights};
-    use ivg_train::{classifier_logits, Classifier, ClassifierBatch};
 
     let cfg = serde_json::json!({
         "model_type": "bert", "vocab_size": 50, "hidden_size": 16, "num_hidden_layers": 2,
-        "num_attention_heads": 2, "intermediate_size": 32, "max_position_embeddings": 16, "num_labels": 3
+        "num_attention_heads": 2, "intermediate_size": 32, "max_position_embeddings": 16,
+        "num_labels": labels
     });
     let ModelConfig::Bert(c) =
         ModelConfig::from_value(&cfg, std::path::Path::new("b.json")).expect("cfg")
@@ -164,6 +164,66 @@ fn classifier_is_cross_entropy() {
         v.set(&Tensor::randn(0f32, 0.1, v.shape(), &Device::Cpu).expect("r"))
             .expect("set");
     }
+    (model, varmap)
+}
+
+#[test]
+fn classifier_reward_is_bradley_terry_on_the_one_label_logit() {
+    use ivg_train::classifier::{ClassifierReward, TextPairBatch};
+    let (model, varmap) = tiny_bert(1);
+    // A strong head: with the encoder's small random weights the rewards of
+    // different texts would otherwise be too close for an f32 finite difference.
+    for (name, v) in varmap.data().lock().expect("lock").iter() {
+        if name == "classifier.weight" {
+            let big = candle_core::Tensor::randn(0f32, 5.0, v.shape(), &candle_core::Device::Cpu);
+            v.set(&big.expect("randn")).expect("set");
+        }
+    }
+    let batch = TextPairBatch {
+        chosen: vec![vec![2, 7, 9, 4], vec![3, 8]],
+        rejected: vec![vec![2, 11], vec![3, 12, 13, 14, 4]],
+    };
+    // Each text alone (no padding), then the formula in f64.
+    let r = |ids: &Vec<u32>| {
+        let l = model
+            .label_scores(std::slice::from_ref(ids), 0)
+            .expect("score");
+        l[0]
+    };
+    let want: f64 = batch
+        .chosen
+        .iter()
+        .zip(&batch.rejected)
+        .map(|(w, l)| softplus(-(r(w) - r(l))))
+        .sum::<f64>()
+        / 2.0;
+    let got = ClassifierReward
+        .loss(&model, &batch)
+        .expect("loss")
+        .to_scalar::<f32>()
+        .expect("s") as f64;
+    assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+    // The head's bias adds the same constant to every reward: it cancels in
+    // the Bradley-Terry margin, so its gradient is exactly zero.
+    common::check_gradients_except(
+        &|| ClassifierReward.loss(&model, &batch).expect("loss"),
+        &varmap,
+        "classifier reward",
+        &["classifier.bias"],
+    );
+    let (two, _) = tiny_bert(2);
+    assert!(ClassifierReward
+        .loss(&two, &batch)
+        .expect_err("two labels")
+        .to_string()
+        .contains("one label"));
+}
+
+#[test]
+fn classifier_is_cross_entropy() {
+    use ivg_train::{classifier_logits, Classifier, ClassifierBatch};
+
+    let (model, varmap) = tiny_bert(3);
     let batch = ClassifierBatch {
         ids: vec![vec![2, 7, 9, 4], vec![3, 8]],
         labels: vec![2, 0],
