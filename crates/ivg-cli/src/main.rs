@@ -79,8 +79,22 @@ fn keep_freed_memory() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn keep_freed_memory() {}
 
+/// Lets `ivg ... | head` end quietly: Rust ignores SIGPIPE, so a closed
+/// pipe would otherwise make `println!` panic.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn default_sigpipe() {
+    // SAFETY: restores the default disposition before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn default_sigpipe() {}
+
 fn main() -> ExitCode {
     keep_freed_memory();
+    default_sigpipe();
     let cli = Cli::parse();
     if let Some(n) = cli.threads {
         // candle sizes its CPU thread pool from this variable on first use.

@@ -118,13 +118,15 @@ pub struct EvalConfig {
     pub bon_n: usize,
     /// Methods of the matrix, plus `tuned` (pi_tuned sampled alone).
     pub methods: Vec<String>,
-    /// Prompts decoded together (each expands to W * K rows).
-    #[serde(default = "default_eval_batch")]
-    pub batch: usize,
+    /// Rows decoded together: a method with W * K rows per prompt takes
+    /// `batch_rows / (W * K)` prompts at a time (at least one), so single-row
+    /// methods (Base, EFT) batch as well as beam searches.
+    #[serde(default = "default_batch_rows")]
+    pub batch_rows: usize,
 }
 
-fn default_eval_batch() -> usize {
-    4
+fn default_batch_rows() -> usize {
+    64
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -227,7 +229,7 @@ impl ExperimentConfig {
         positive("eval.width", e.width)?;
         positive("eval.successors", e.successors)?;
         positive("eval.chunk_len", e.chunk_len)?;
-        positive("eval.batch", e.batch)?;
+        positive("eval.batch_rows", e.batch_rows)?;
         if e.bon_n != e.width * e.successors {
             bail!(
                 "eval.bon_n = {} but best-of-N draws W * K = {} candidates (method.md): set them equal",

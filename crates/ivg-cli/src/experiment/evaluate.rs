@@ -126,8 +126,9 @@ impl Evaluator<'_> {
             .with_context(|| format!("opening {}", out.display()))?;
         let started = Instant::now();
         let resumed_at = next;
+        let per_batch = (c.eval.batch_rows / run.config.rows_per_prompt()).max(1);
         while next < prompts.len() {
-            let idx: Vec<usize> = (next..(next + c.eval.batch).min(prompts.len())).collect();
+            let idx: Vec<usize> = (next..(next + per_batch).min(prompts.len())).collect();
             let texts: Vec<String> = idx.iter().map(|&i| prompts[i].clone()).collect();
             let ids = texts
                 .iter()
