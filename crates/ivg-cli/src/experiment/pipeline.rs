@@ -282,10 +282,12 @@ fn train_job(
     spec.data.train = train.to_path_buf();
     spec.data.eval = eval.map(Path::to_path_buf);
     spec.train.out_dir = st.dir.clone();
-    if let Some(init) = init {
-        spec.model = ModelSpec::Pretrained {
-            path: init.dir.clone(),
-        };
+    // The upstream model is the start unless the job names its own (e.g. a
+    // reward model on a pretrained encoder).
+    if let (Some(init), ModelSpec::Pretrained { path }) = (init, &mut spec.model) {
+        if path.as_os_str().is_empty() {
+            *path = init.dir.clone();
+        }
     }
     if let Some(reference) = reference {
         let mut objective = match spec.objective.take() {
