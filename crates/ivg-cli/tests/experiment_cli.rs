@@ -254,7 +254,8 @@ fn toy_sentiment_pipeline_runs_caches_reproduces_and_resumes() {
 #[test]
 fn bad_experiment_files_are_named() {
     let dir = tempfile::tempdir().expect("tmp");
-    let cases: [(&str, Box<dyn Fn(String) -> String>, &str); 4] = [
+    type Edit = Box<dyn Fn(String) -> String>;
+    let cases: [(&str, Edit, &str); 4] = [
         (
             "bon.toml",
             Box::new(|t: String| t.replace("bon_n = 4", "bon_n = 5")),

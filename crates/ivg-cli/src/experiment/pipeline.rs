@@ -230,7 +230,7 @@ fn prompt_of(
     i: usize,
 ) -> Result<String> {
     let [lo, hi] = c.data.prompt_tokens;
-    let draw = ivg_decode::row_seed(c.seed ^ 0x5EED_0F_9A11, i);
+    let draw = ivg_decode::row_seed(c.seed ^ 0x005E_ED0F_9A11, i);
     let k = lo + (draw % (hi - lo + 1) as u64) as usize;
     let ids = tokenizer.encode(text, false)?;
     let prompt = tokenizer.decode(&ids[..k.min(ids.len())], true)?;
