@@ -70,17 +70,20 @@ pub fn done_rows(out: &std::path::Path) -> Result<usize> {
     if !out.exists() {
         return Ok(0);
     }
-    let text =
-        std::fs::read_to_string(out).with_context(|| format!("reading {}", out.display()))?;
-    let complete = text.rfind('\n').map_or(0, |i| i + 1);
-    if complete < text.len() {
-        std::fs::write(out, &text[..complete])
-            .with_context(|| format!("repairing {}", out.display()))?;
+    // Bytes, not a string: a kill can cut a multi-byte character in half.
+    let bytes = std::fs::read(out).with_context(|| format!("reading {}", out.display()))?;
+    let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    if complete < bytes.len() {
+        // Truncated in place: the finished rows are never rewritten.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(out)
+            .and_then(|f| f.set_len(complete as u64))
+            .with_context(|| format!("cutting the torn last line of {}", out.display()))?;
     }
-    Ok(text[..complete]
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .count())
+    let text = std::str::from_utf8(&bytes[..complete])
+        .with_context(|| format!("{}: not UTF-8", out.display()))?;
+    Ok(text.lines().filter(|l| !l.trim().is_empty()).count())
 }
 
 pub fn run(args: SampleArgs) -> Result<()> {

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use ivg_decode::{guided_generate_seeded, row_seed, GuidanceConfig, Method};
 use ivg_models::{CausalLm, LogitsSpan};
 use ivg_train::label::Labeler;
@@ -17,11 +17,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::config::{EvalMethod, ExperimentConfig};
-use super::pipeline::{sampling_config, Guides, Runner};
+use super::pipeline::{beam_shape, sampling_config, Guides, Runner};
 use super::stages::Stage;
 use crate::guided::GuideArgs;
 use crate::load::{load_lm, LoadedLm};
 use crate::sample_cmd::{done_rows, read_prompts};
+
+/// Mixed into the evaluation's seeds so that its random streams are not
+/// those of the sampling stages (which use the plain seed and row index).
+const EVAL_SEED_DOMAIN: u64 = 0xE7A1_0000_0000_0001;
 
 /// One evaluated prompt.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -60,22 +64,60 @@ pub struct EvalRun<'a> {
     pub prompts: &'a str,
 }
 
-impl Evaluator<'_> {
-    /// The evaluation of `method` with the experiment's settings (beta, L, ...).
-    pub fn standard<'p>(&self, method: EvalMethod, prompts: &'p str) -> EvalRun<'p> {
-        let c = self.runner.config;
-        let matrix = match method {
-            EvalMethod::Matrix(m) => m,
-            EvalMethod::Tuned => Method::Base,
-        };
-        EvalRun {
-            stage: format!("eval/{}", method.name()),
-            method,
-            config: sampling_config(c, matrix, c.eval.max_new_tokens, c.eval.temperature),
-            prompts,
-        }
+/// The evaluation of `method` with the experiment's settings (beta, L, ...).
+pub fn standard_run<'p>(c: &ExperimentConfig, method: EvalMethod, prompts: &'p str) -> EvalRun<'p> {
+    let matrix = match method {
+        EvalMethod::Matrix(m) => m,
+        EvalMethod::Tuned => Method::Base,
+    };
+    EvalRun {
+        stage: format!("eval/{}", method.name()),
+        method,
+        config: sampling_config(c, matrix, c.eval.max_new_tokens, c.eval.temperature),
+        prompts,
     }
+}
 
+/// The ablation on the validation prompts, `(setting, run)`: Base (for win
+/// rates), EFTi at each `ablation.beta`, CBSe at each `ablation.chunk_len`.
+pub fn ablation_runs(c: &ExperimentConfig) -> Vec<(String, EvalRun<'static>)> {
+    const VAL: &str = "val_prompts.jsonl";
+    let a = &c.ablation;
+    if a.beta.is_empty() && a.chunk_len.is_empty() {
+        return Vec::new();
+    }
+    let base = EvalRun {
+        stage: "ablation/base".into(),
+        ..standard_run(c, EvalMethod::Matrix(Method::Base), VAL)
+    };
+    let mut runs = vec![("base".to_string(), base)];
+    // The raw beam shape: a method's own expansion (Base's W = K = 1) must
+    // not leak into another method's.
+    let shape = beam_shape(c, c.eval.max_new_tokens, c.eval.temperature);
+    for &beta in &a.beta {
+        let run = EvalRun {
+            stage: format!("ablation/efti_beta{beta}"),
+            method: EvalMethod::Matrix(Method::EftI),
+            config: Method::EftI.config(&shape, beta),
+            prompts: VAL,
+        };
+        runs.push((format!("efti beta={beta}"), run));
+    }
+    for &len in &a.chunk_len {
+        let mut config = Method::CbsE.config(&shape, c.eval.beta);
+        config.chunk_len = Some(len);
+        let run = EvalRun {
+            stage: format!("ablation/cbse_L{len}"),
+            method: EvalMethod::Matrix(Method::CbsE),
+            config,
+            prompts: VAL,
+        };
+        runs.push((format!("cbse L={len}"), run));
+    }
+    runs
+}
+
+impl Evaluator<'_> {
     /// Runs (or finds cached) `run`; returns its stage.
     pub fn run(&self, run: &EvalRun<'_>) -> Result<Stage> {
         let c = self.runner.config;
@@ -106,6 +148,13 @@ impl Evaluator<'_> {
         let prompts = read_prompts(&self.guides.data.path(run.prompts))?;
         let out = st.path("samples.jsonl");
         let mut next = done_rows(&out)?;
+        if next > prompts.len() {
+            bail!(
+                "{} has {next} rows but there are {} prompts",
+                out.display(),
+                prompts.len()
+            );
+        }
         let tuned;
         let (lm, template) = match run.method {
             EvalMethod::Tuned => {
@@ -138,7 +187,10 @@ impl Evaluator<'_> {
                         .encode(&template.replace("{prompt}", t), true)?)
                 })
                 .collect::<Result<Vec<_>>>()?;
-            let seeds: Vec<u64> = idx.iter().map(|&i| row_seed(c.seed, i)).collect();
+            let seeds: Vec<u64> = idx
+                .iter()
+                .map(|&i| row_seed(c.seed ^ EVAL_SEED_DOMAIN, i))
+                .collect();
             let t0 = Instant::now();
             let outputs = guided_generate_seeded(
                 &mut models,
@@ -154,7 +206,7 @@ impl Evaluator<'_> {
                 .iter()
                 .map(|o| Ok(lm.tokenizer.decode(&o.tokens, true)?))
                 .collect::<Result<Vec<String>>>()?;
-            let rows = self.score(run, &idx, &texts, &responses, seconds, &outputs)?;
+            let rows = self.score(run, &idx, &texts, &responses, seconds, &outputs, &stop_ids)?;
             let mut chunk = String::new();
             for row in &rows {
                 chunk.push_str(&serde_json::to_string(row)?);
@@ -185,6 +237,7 @@ impl Evaluator<'_> {
         responses: &[String],
         seconds: f64,
         outputs: &[ivg_decode::GuidedOutput],
+        stop_ids: &[u32],
     ) -> Result<Vec<SampleRow>> {
         let c = self.runner.config;
         let rows: Vec<SftRow> = texts
@@ -202,16 +255,23 @@ impl Evaluator<'_> {
         let mut out = Vec::with_capacity(rows.len());
         for (k, row) in rows.into_iter().enumerate() {
             let prompt_ids = tok.encode(&c.eval.template.replace("{prompt}", &row.prompt), true)?;
-            // pi_tuned has the base's vocabulary but its own tokenizer files:
-            // its text is re-encoded; the base's own tokens are scored as drawn.
+            // The NLL is of the response text: the base's own tokens as drawn
+            // without a final stop token (pi_tuned's text is re-encoded, which
+            // has none either), so every method is scored alike.
             let response_ids = match run.method {
                 EvalMethod::Tuned => tok.encode(&row.response, false)?,
-                EvalMethod::Matrix(_) => outputs[k].tokens.clone(),
+                EvalMethod::Matrix(_) => {
+                    let t = &outputs[k].tokens;
+                    let end = t.len() - usize::from(t.last().is_some_and(|x| stop_ids.contains(x)));
+                    t[..end].to_vec()
+                }
             };
+            let nll = mean_nll(&base.model, &prompt_ids, &response_ids)
+                .with_context(|| format!("{}: base NLL of prompt {}", run.stage, idx[k]))?;
             out.push(SampleRow {
                 index: idx[k],
                 method: run.method.name().to_string(),
-                nll: mean_nll(&base.model, &prompt_ids, &response_ids)?,
+                nll,
                 tokens: outputs[k].tokens.len(),
                 gold_reward: gold[k],
                 output: row.response,
@@ -263,4 +323,62 @@ pub fn read_samples(stage: &Stage) -> Result<Vec<SampleRow>> {
                 .with_context(|| format!("{}:{}: not a sample row", path.display(), i + 1))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ablation_runs_keep_the_beam_shape() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments/toy.toml");
+        let c = ExperimentConfig::read(&path).expect("toy config");
+        let runs = ablation_runs(&c);
+        let names: Vec<&str> = runs.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["base", "efti beta=0.5", "efti beta=2", "cbse L=2"]);
+        let (_, cbse) = &runs[3];
+        assert_eq!(
+            (
+                cbse.config.width,
+                cbse.config.successors,
+                cbse.config.chunk_len
+            ),
+            (c.eval.width, c.eval.successors, Some(2))
+        );
+        assert_eq!(cbse.config.chunk, ivg_decode::ChunkRanking::Explicit);
+        let (_, efti) = &runs[2];
+        assert_eq!(
+            efti.config.token,
+            ivg_decode::TokenPolicy::Implicit { beta: 2.0 }
+        );
+        assert_eq!(efti.config.rows_per_prompt(), 1);
+        assert_eq!(runs[0].1.config.rows_per_prompt(), 1);
+    }
+
+    /// The one-pass NLL equals the one from decoding token by token.
+    #[test]
+    fn mean_nll_matches_incremental_decoding() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../ivg-models/tests/fixtures/tiny/llama");
+        let model = ivg_models::load_causal_lm(&dir, &ivg_models::LoadOptions::default())
+            .expect("tiny llama");
+        let (prompt, response) = (vec![3u32, 5, 7], vec![9u32, 2, 4, 11]);
+        let mut state = model.new_state();
+        let mut logits = model
+            .prefill(&[prompt.clone()], &mut state, LogitsSpan::Last)
+            .expect("prefill");
+        let mut total = 0.0;
+        for &t in &response {
+            let row = logits.get(0).expect("row").to_vec1::<f32>().expect("host");
+            total += f64::from(ivg_models::numerics::log_sum_exp(&row) - row[t as usize]);
+            logits = model.step(&[t], &mut state).expect("step");
+        }
+        let want = total / response.len() as f64;
+        let got = mean_nll(&model, &prompt, &response)
+            .expect("nll")
+            .expect("some");
+        assert!((got - want).abs() < 1e-4, "{got} vs {want}");
+        assert_eq!(mean_nll(&model, &prompt, &[]).expect("empty"), None);
+    }
 }

@@ -13,12 +13,11 @@ mod stages;
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 
 use config::ExperimentConfig;
-use evaluate::{EvalRun, Evaluator};
-use ivg_decode::Method;
-use pipeline::{sampling_config, Runner};
+use evaluate::Evaluator;
+use pipeline::{Mode, Runner};
 
 #[derive(clap::Subcommand)]
 pub enum ExperimentCommand {
@@ -44,40 +43,74 @@ pub struct RunArgs {
 
 #[derive(clap::Args)]
 pub struct StatusArgs {
+    /// The experiment file, e.g. experiments/sentiment.toml.
     config: PathBuf,
 }
 
 pub fn run(cmd: ExperimentCommand) -> Result<()> {
-    match cmd {
-        ExperimentCommand::Run(args) => {
-            let config = ExperimentConfig::read(&args.config)?;
-            let runner = Runner {
-                config: &config,
-                redo: &args.redo,
-                dry_run: false,
-                until: args.until.as_deref(),
-            };
-            let done = match run_all(&runner) {
-                Err(e) if e.downcast_ref::<pipeline::Stopped>().is_some() => {
-                    println!("{e}");
-                    return Ok(());
-                }
-                other => other?,
-            };
-            report::write(&config, &args.config, &done)?;
-            println!("report: {}", config.results_dir.join("report.md").display());
-            Ok(())
+    let (path, redo, until, mode) = match cmd {
+        ExperimentCommand::Run(a) => (a.config, a.redo, a.until, Mode::Run),
+        ExperimentCommand::Status(a) => (a.config, Vec::new(), None, Mode::Status),
+    };
+    let config = ExperimentConfig::read(&path)?;
+    let runner = |mode| Runner {
+        config: &config,
+        redo: &redo,
+        mode,
+        until: until.as_deref(),
+        revision: revision(),
+        names: Default::default(),
+    };
+    if mode == Mode::Status {
+        return run_all(&runner(Mode::Status)).map(|_| ());
+    }
+    // Stage names are checked before any work: a typo'd --until would
+    // otherwise run everything, a typo'd --redo nothing.
+    let names = runner(Mode::Names);
+    run_all(&names)?;
+    let known = names.names.into_inner();
+    for name in redo.iter().chain(&until) {
+        if !known.contains(name) {
+            bail!(
+                "no stage `{name}` in {} (stages: {})",
+                path.display(),
+                known.join(", ")
+            );
         }
-        ExperimentCommand::Status(args) => {
-            let config = ExperimentConfig::read(&args.config)?;
-            let runner = Runner {
-                config: &config,
-                redo: &[],
-                dry_run: true,
-                until: None,
-            };
-            run_all(&runner).map(|_| ())
+    }
+    let _lock = stages::WorkLock::take(&config.work_dir)?;
+    let done = match run_all(&runner(Mode::Run)) {
+        Err(e) if e.downcast_ref::<pipeline::Stopped>().is_some() => {
+            println!("{e}");
+            return Ok(());
         }
+        other => other?,
+    };
+    report::write(&config, &path, &done)?;
+    println!("report: {}", config.results_dir.join("report.md").display());
+    Ok(())
+}
+
+/// `git rev-parse HEAD`, with `-dirty` when tracked files have changes.
+pub fn revision() -> String {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    match git(&["rev-parse", "HEAD"]) {
+        Some(rev) => {
+            let status = git(&["status", "--porcelain", "--untracked-files=no"]);
+            if status.is_some_and(|s| !s.is_empty()) {
+                format!("{rev}-dirty")
+            } else {
+                rev
+            }
+        }
+        None => "unknown (not a git checkout)".into(),
     }
 }
 
@@ -93,8 +126,8 @@ pub struct Finished {
 fn run_all(runner: &Runner<'_>) -> Result<Finished> {
     let c = runner.config;
     let guides = pipeline::prepare(runner)?;
-    // The models of the evaluation load only when a stage has work to do.
-    let (base, gold) = if runner.dry_run {
+    // The models of the evaluation (not loaded for `status`).
+    let (base, gold) = if runner.mode != Mode::Run {
         (None, None)
     } else {
         let base = crate::load::load_lm(&c.eval.base, false)?;
@@ -109,41 +142,12 @@ fn run_all(runner: &Runner<'_>) -> Result<Finished> {
     };
     let mut methods = Vec::new();
     for method in c.methods()? {
-        let stage = eval.run(&eval.standard(method, "test_prompts.jsonl"))?;
+        let stage = eval.run(&evaluate::standard_run(c, method, "test_prompts.jsonl"))?;
         methods.push((method.name().to_string(), stage));
     }
     let mut ablation = Vec::new();
-    if !(c.ablation.beta.is_empty() && c.ablation.chunk_len.is_empty()) {
-        let base_run = EvalRun {
-            stage: "ablation/base".into(),
-            ..eval.standard(
-                config::EvalMethod::Matrix(Method::Base),
-                "val_prompts.jsonl",
-            )
-        };
-        ablation.push(("base".to_string(), eval.run(&base_run)?));
-    }
-    let shape = sampling_config(c, Method::Base, c.eval.max_new_tokens, c.eval.temperature);
-    for &beta in &c.ablation.beta {
-        let name = format!("efti beta={beta}");
-        let run = EvalRun {
-            stage: format!("ablation/efti_beta{beta}"),
-            method: config::EvalMethod::Matrix(Method::EftI),
-            config: Method::EftI.config(&shape, beta),
-            prompts: "val_prompts.jsonl",
-        };
+    for (name, run) in evaluate::ablation_runs(c) {
         ablation.push((name, eval.run(&run)?));
-    }
-    for &len in &c.ablation.chunk_len {
-        let mut config = Method::CbsE.config(&shape, c.eval.beta);
-        config.chunk_len = Some(len);
-        let run = EvalRun {
-            stage: format!("ablation/cbse_L{len}"),
-            method: config::EvalMethod::Matrix(Method::CbsE),
-            config,
-            prompts: "val_prompts.jsonl",
-        };
-        ablation.push((format!("cbse L={len}"), eval.run(&run)?));
     }
     Ok(Finished {
         guides,

@@ -16,14 +16,28 @@ use crate::data_cmd::write_lines;
 use crate::guided::GuideArgs;
 use crate::sample_cmd::{sample, SampleJob};
 
+/// What a pass over the stages does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Run stages whose inputs changed.
+    Run,
+    /// Print each stage's status (`ivg experiment status`).
+    Status,
+    /// Only list the stage names (to check `--redo` and `--until`).
+    Names,
+}
+
 /// Runs stages in order, skipping cached ones and clearing those named by `--redo`.
 pub struct Runner<'a> {
     pub config: &'a ExperimentConfig,
     pub redo: &'a [String],
-    /// Only report each stage's status (`ivg experiment status`).
-    pub dry_run: bool,
+    pub mode: Mode,
     /// Stop once this stage is finished (`--until`).
     pub until: Option<&'a str>,
+    /// Recorded in each stage this run finishes.
+    pub revision: String,
+    /// Every stage name met so far.
+    pub names: std::cell::RefCell<Vec<String>>,
 }
 
 /// Returned through the stages when `--until` was reached.
@@ -47,16 +61,14 @@ impl Runner<'_> {
         body: impl FnOnce(&Stage) -> Result<()>,
     ) -> Result<Stage> {
         let stage = Stage::new(&self.config.work_dir, name, &inputs);
-        if self.dry_run {
-            let status = if stage.is_done() {
-                "cached"
-            } else if stage.dir.exists() {
-                "started"
-            } else {
-                "to run"
-            };
-            println!("{name:<24} {status:<8} {}", stage.fingerprint);
-            return Ok(stage);
+        self.names.borrow_mut().push(name.to_string());
+        match self.mode {
+            Mode::Names => return Ok(stage),
+            Mode::Status => {
+                println!("{name:<24} {:<8} {}", stage.status(), stage.fingerprint);
+                return Ok(stage);
+            }
+            Mode::Run => {}
         }
         if self.redo.iter().any(|r| r == name) {
             stage.clear()?;
@@ -67,7 +79,7 @@ impl Runner<'_> {
             eprintln!("[stage {name}] running in {}", stage.dir.display());
             stage.begin()?;
             body(&stage).with_context(|| format!("stage {name}"))?;
-            stage.finish()?;
+            stage.finish(&self.revision)?;
         }
         if self.until == Some(name) {
             return Err(Stopped(name.to_string()).into());
@@ -107,7 +119,9 @@ pub fn prepare(r: &Runner<'_>) -> Result<Guides> {
             let (m, rows) =
                 crate::label_cmd::classifier_eval(&st.dir, &data.path("imdb_test.jsonl"), 32)?;
             let report = json!({ "accuracy": m["accuracy"], "loss": m["loss"], "rows": rows });
-            std::fs::write(st.path("accuracy.json"), report.to_string())?;
+            let path = st.path("accuracy.json");
+            std::fs::write(&path, report.to_string())
+                .with_context(|| format!("writing {}", path.display()))?;
             Ok(())
         },
     )?;
@@ -365,8 +379,14 @@ pub fn sampling_config(
     max_new_tokens: usize,
     temperature: f64,
 ) -> GuidanceConfig {
+    method.config(&beam_shape(c, max_new_tokens, temperature), c.eval.beta)
+}
+
+/// The experiment's W, K and L before a method expands them (Base and EFT
+/// reset them to one row; BoN to one beam of W * K).
+pub fn beam_shape(c: &ExperimentConfig, max_new_tokens: usize, temperature: f64) -> GuidanceConfig {
     let e = &c.eval;
-    let shape = GuidanceConfig {
+    GuidanceConfig {
         token: ivg_decode::TokenPolicy::Base,
         chunk: ivg_decode::ChunkRanking::None,
         width: e.width,
@@ -380,8 +400,7 @@ pub fn sampling_config(
         },
         seed: c.seed,
         stop_strings: Vec::new(),
-    };
-    method.config(&shape, e.beta)
+    }
 }
 
 /// Two pi_ref completions per prompt, scored by the gold classifier; the

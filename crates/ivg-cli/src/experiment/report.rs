@@ -21,7 +21,10 @@ pub fn write(config: &ExperimentConfig, config_path: &Path, done: &Finished) -> 
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let (summaries, samples) = summarise(&done.methods)?;
     let (ablation, ablation_samples) = summarise(&done.ablation)?;
-    let mut md = String::from("# Sentiment experiment\n\n");
+    let title = config_path
+        .file_stem()
+        .map_or("experiment".into(), |s| s.to_string_lossy());
+    let mut md = format!("# Experiment `{title}`\n\n");
     let _ = writeln!(
         md,
         "Gold reward = logit(positive) - logit(negative) of the gold classifier on \
@@ -40,16 +43,20 @@ pub fn write(config: &ExperimentConfig, config_path: &Path, done: &Finished) -> 
         md.push_str("\n## Ablation (validation prompts)\n\n");
         md.push_str(&markdown_table(&ablation));
     }
-    let _ = writeln!(md, "\nRevision: `{}`.", revision());
-    std::fs::write(out.join("report.md"), &md)?;
-    std::fs::write(
-        out.join("plot.svg"),
-        svg_plot(&summaries, "Gold reward by method (mean, 95% CI)"),
+    let revisions = revisions(done);
+    md.push_str("\n## Code\n\n");
+    md.push_str(&revisions);
+    let put = |name: &str, text: &str| {
+        let path = out.join(name);
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+    };
+    put("report.md", &md)?;
+    put(
+        "plot.svg",
+        &svg_plot(&summaries, "Gold reward by method (mean, 95% CI)"),
     )?;
-    std::fs::write(
-        out.join("summary.json"),
-        serde_json::to_string_pretty(&json!({ "methods": summaries, "ablation": ablation }))?,
-    )?;
+    let summary = json!({ "methods": summaries, "ablation": ablation });
+    put("summary.json", &serde_json::to_string_pretty(&summary)?)?;
     let all = samples
         .iter()
         .flat_map(|(_, rows)| rows.iter().map(|r| json!(r)));
@@ -60,8 +67,36 @@ pub fn write(config: &ExperimentConfig, config_path: &Path, done: &Finished) -> 
     });
     write_lines(&out.join("ablation_samples.jsonl"), all)?;
     copy_config(config, config_path, out)?;
-    std::fs::write(out.join("revision.txt"), revision() + "\n")?;
-    Ok(())
+    put("revision.txt", &revisions)
+}
+
+/// The git revision each stage was finished by: one line when they agree,
+/// else one per revision with its stages (a run resumed across commits).
+fn revisions(done: &Finished) -> String {
+    let g = &done.guides;
+    let guides = [
+        &g.data, &g.gold, &g.lm, &g.sft, &g.pairs, &g.dpo, &g.reward, &g.value,
+    ];
+    let all = guides
+        .into_iter()
+        .chain(done.methods.iter().map(|(_, s)| s))
+        .chain(done.ablation.iter().map(|(_, s)| s));
+    let mut by_rev: Vec<(String, Vec<String>)> = Vec::new();
+    for st in all {
+        let rev = st.revision().unwrap_or_else(|| "unrecorded".into());
+        match by_rev.iter_mut().find(|(r, _)| *r == rev) {
+            Some((_, names)) => names.push(st.name.clone()),
+            None => by_rev.push((rev, vec![st.name.clone()])),
+        }
+    }
+    if let [(rev, _)] = by_rev.as_slice() {
+        return format!("Every stage was finished by revision `{rev}`.\n");
+    }
+    let mut md = String::from("Stages were finished by several revisions:\n\n");
+    for (rev, names) in &by_rev {
+        let _ = writeln!(md, "- `{rev}`: {}", names.join(", "));
+    }
+    md
 }
 
 type Samples = Vec<(String, Vec<SampleRow>)>;
@@ -74,6 +109,11 @@ fn summarise(stages: &[(String, Stage)]) -> Result<(Vec<MethodSummary>, Samples)
     let Some((_, base)) = samples.iter().find(|(n, _)| n == "base") else {
         return Ok((Vec::new(), samples));
     };
+    for (name, rows) in &samples {
+        if rows.len() != base.len() || rows.iter().zip(base).any(|(a, b)| a.index != b.index) {
+            bail!("{name} and base were not evaluated on the same prompts");
+        }
+    }
     let base_rewards = rewards(base);
     let mut out = Vec::new();
     for (name, rows) in &samples {
@@ -204,7 +244,7 @@ fn guide_table(done: &Finished) -> Result<String> {
 /// The experiment file and every job file it names, copied as they were run.
 fn copy_config(config: &ExperimentConfig, config_path: &Path, out: &Path) -> Result<()> {
     let dir = out.join("config");
-    std::fs::create_dir_all(&dir)?;
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let g = &config.guides;
     for src in [
         config_path,
@@ -221,28 +261,4 @@ fn copy_config(config: &ExperimentConfig, config_path: &Path, out: &Path) -> Res
         std::fs::copy(src, dir.join(name)).with_context(|| format!("copying {}", src.display()))?;
     }
     Ok(())
-}
-
-/// `git rev-parse HEAD`, with `-dirty` when the tree has changes.
-fn revision() -> String {
-    let git = |args: &[&str]| {
-        std::process::Command::new("git")
-            .args(args)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    };
-    match git(&["rev-parse", "HEAD"]) {
-        Some(rev) => {
-            let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
-                .is_some_and(|s| !s.is_empty());
-            if dirty {
-                format!("{rev}-dirty")
-            } else {
-                rev
-            }
-        }
-        None => "unknown (not a git checkout)".into(),
-    }
 }
