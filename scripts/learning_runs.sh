@@ -9,8 +9,9 @@
 #   4. a reward model on the train pairs (imdb_reward.toml), pairwise accuracy
 #      on the test pairs; a value model on the train rewards (imdb_value.toml),
 #      correlation with the final reward by prefix length on the test rewards;
-#   5. a reward model on pairs of real review openings labelled by the gold
-#      classifier (imdb_reward_snippets.toml).
+#   5. reward models on pairs of real review openings labelled by the gold
+#      classifier: the small Llama (imdb_reward_snippets.toml) and MiniLM
+#      (imdb_reward_minilm.toml), with accuracy by gold margin.
 set -euo pipefail
 IVG=${IVG:-target/release/ivg}
 T="--threads ${THREADS:-1}"
@@ -47,3 +48,8 @@ for line in sys.stdin:
     --pairs --pair-by adjacent --out runs/snip/${name}_pairs.jsonl
 done
 $IVG $T train reward --config configs/train/imdb_reward_snippets.toml
+$IVG $T train reward --config configs/train/imdb_reward_minilm.toml
+$IVG $T label --data runs/snip/test_snippets.jsonl --model runs/gold_classifier --out runs/snip/test_gold.jsonl
+$IVG $T label --kind reward --data runs/snip/test_snippets.jsonl --model runs/imdb_reward_minilm \
+  --out runs/snip/test_rm_minilm.jsonl
+python3 scripts/pair_accuracy_by_margin.py runs/snip/test_gold.jsonl runs/snip/test_rm_minilm.jsonl
