@@ -8,7 +8,8 @@
 use candle_core::Tensor;
 use ivg_models::loader::BertWithHead;
 
-use crate::objective::{softplus, Objective};
+use crate::objective::Objective;
+use crate::reward::{bradley_terry, check_pairs};
 use crate::TrainError;
 
 /// Token ids (special tokens included) and class labels.
@@ -87,15 +88,10 @@ impl Objective for ClassifierReward {
     }
 
     fn loss(&self, model: &BertWithHead, batch: &TextPairBatch) -> Result<Tensor, TrainError> {
-        if batch.chosen.len() != batch.rejected.len() {
-            return Err(TrainError::Batch(format!(
-                "{} chosen and {} rejected",
-                batch.chosen.len(),
-                batch.rejected.len()
-            )));
-        }
-        let margin = (classifier_rewards(model, &batch.chosen)?
-            - classifier_rewards(model, &batch.rejected)?)?;
-        Ok(softplus(&margin.neg()?)?.mean_all()?)
+        check_pairs(batch.chosen.len(), batch.rejected.len())?;
+        bradley_terry(
+            &classifier_rewards(model, &batch.chosen)?,
+            &classifier_rewards(model, &batch.rejected)?,
+        )
     }
 }

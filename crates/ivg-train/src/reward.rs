@@ -44,17 +44,27 @@ impl Objective for Reward {
     }
 
     fn loss(&self, model: &ScalarLm, batch: &PairBatch) -> Result<Tensor, TrainError> {
-        if batch.chosen.len() != batch.rejected.len() {
-            return Err(TrainError::Batch(format!(
-                "{} chosen and {} rejected",
-                batch.chosen.len(),
-                batch.rejected.len()
-            )));
-        }
-        let margin =
-            (sequence_rewards(model, &batch.chosen)? - sequence_rewards(model, &batch.rejected)?)?;
-        Ok(softplus(&margin.neg()?)?.mean_all()?)
+        check_pairs(batch.chosen.len(), batch.rejected.len())?;
+        bradley_terry(
+            &sequence_rewards(model, &batch.chosen)?,
+            &sequence_rewards(model, &batch.rejected)?,
+        )
     }
+}
+
+/// `mean -log sigmoid(r_w - r_l)` of rewards `(pairs,)` of chosen and rejected.
+pub(crate) fn bradley_terry(chosen: &Tensor, rejected: &Tensor) -> Result<Tensor, TrainError> {
+    Ok(softplus(&(chosen - rejected)?.neg()?)?.mean_all()?)
+}
+
+/// As many chosen as rejected responses.
+pub(crate) fn check_pairs(chosen: usize, rejected: usize) -> Result<(), TrainError> {
+    if chosen != rejected {
+        return Err(TrainError::Batch(format!(
+            "{chosen} chosen and {rejected} rejected"
+        )));
+    }
+    Ok(())
 }
 
 /// Responses with their final rewards `r(x, y)`.
