@@ -102,6 +102,19 @@ fn tokens(examples: &[Example]) -> usize {
         .sum()
 }
 
+/// Pairwise metrics of held-out pairs, `reward` scoring `bs` examples at a time.
+fn pair_eval<T>(
+    chosen: &[T],
+    rejected: &[T],
+    bs: usize,
+    reward: impl Fn(&[T]) -> Result<candle_core::Tensor, TrainError>,
+) -> Result<Metrics, TrainError> {
+    let rc = chunked(chosen, bs, |c| host(reward(c)?))?;
+    let rr = chunked(rejected, bs, |c| host(reward(c)?))?;
+    let margins: Vec<f64> = rc.iter().zip(&rr).map(|(a, b)| a - b).collect();
+    Ok(pair_metrics(&margins))
+}
+
 fn host(t: candle_core::Tensor) -> Result<Vec<f64>, TrainError> {
     Ok(t.detach().to_dtype(DType::F64)?.to_vec1::<f64>()?)
 }
@@ -310,12 +323,8 @@ fn reward(
     let PairData { tc, tr, ec, er } = pair_data(spec, tokenizer, on)?;
     let built = scalar_lm(&spec.model, tokenizer, spec.seed)?;
     let bs = spec.data.batch_size;
-    let mut eval_fn = |m: &ivg_models::ScalarLm| -> Result<Metrics, TrainError> {
-        let rc = chunked(&ec, bs, |c| host(sequence_rewards(m, c)?))?;
-        let rr = chunked(&er, bs, |c| host(sequence_rewards(m, c)?))?;
-        let margins: Vec<f64> = rc.iter().zip(&rr).map(|(a, b)| a - b).collect();
-        Ok(pair_metrics(&margins))
-    };
+    let mut eval_fn =
+        |m: &ivg_models::ScalarLm| pair_eval(&ec, &er, bs, |c| sequence_rewards(m, c));
     let d = driver(spec, tokenizer, tc.len(), ec.len())?;
     d.run(
         &Reward,
@@ -358,12 +367,7 @@ fn classifier_reward(
     let (ec, er, _) = encode(&eval_rows, Path::new("eval"))?;
     let built = bert_classifier(&spec.model, 1, spec.seed)?;
     let bs = spec.data.batch_size;
-    let mut eval_fn = |m: &BertWithHead| -> Result<Metrics, TrainError> {
-        let rc = chunked(&ec, bs, |c| host(classifier_rewards(m, c)?))?;
-        let rr = chunked(&er, bs, |c| host(classifier_rewards(m, c)?))?;
-        let margins: Vec<f64> = rc.iter().zip(&rr).map(|(a, b)| a - b).collect();
-        Ok(pair_metrics(&margins))
-    };
+    let mut eval_fn = |m: &BertWithHead| pair_eval(&ec, &er, bs, |c| classifier_rewards(m, c));
     let d = driver(spec, tokenizer, tc.len(), ec.len())?;
     d.run(
         &ClassifierReward,
