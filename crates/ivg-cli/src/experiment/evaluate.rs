@@ -206,7 +206,14 @@ impl Evaluator<'_> {
                 .iter()
                 .map(|o| Ok(lm.tokenizer.decode(&o.tokens, true)?))
                 .collect::<Result<Vec<String>>>()?;
-            let rows = self.score(run, &idx, &texts, &responses, seconds, &outputs, &stop_ids)?;
+            let batch = Decoded {
+                idx: &idx,
+                texts: &texts,
+                responses: &responses,
+                outputs: &outputs,
+                seconds,
+            };
+            let rows = self.score(run, &batch, &stop_ids)?;
             let mut chunk = String::new();
             for row in &rows {
                 chunk.push_str(&serde_json::to_string(row)?);
@@ -232,13 +239,16 @@ impl Evaluator<'_> {
     fn score(
         &self,
         run: &EvalRun<'_>,
-        idx: &[usize],
-        texts: &[String],
-        responses: &[String],
-        seconds: f64,
-        outputs: &[ivg_decode::GuidedOutput],
+        batch: &Decoded<'_>,
         stop_ids: &[u32],
     ) -> Result<Vec<SampleRow>> {
+        let Decoded {
+            idx,
+            texts,
+            responses,
+            outputs,
+            seconds,
+        } = *batch;
         let c = self.runner.config;
         let rows: Vec<SftRow> = texts
             .iter()
@@ -281,6 +291,16 @@ impl Evaluator<'_> {
         }
         Ok(out)
     }
+}
+
+/// One decoded batch: prompt indices and texts, decoded responses, the
+/// engine's outputs, and the decoding seconds charged to each prompt.
+struct Decoded<'b> {
+    idx: &'b [usize],
+    texts: &'b [String],
+    responses: &'b [String],
+    outputs: &'b [ivg_decode::GuidedOutput],
+    seconds: f64,
 }
 
 /// Mean `-log p(response_t | prompt, response_<t)` under `model`, `None` for
@@ -366,7 +386,7 @@ mod tests {
         let (prompt, response) = (vec![3u32, 5, 7], vec![9u32, 2, 4, 11]);
         let mut state = model.new_state();
         let mut logits = model
-            .prefill(&[prompt.clone()], &mut state, LogitsSpan::Last)
+            .prefill(std::slice::from_ref(&prompt), &mut state, LogitsSpan::Last)
             .expect("prefill");
         let mut total = 0.0;
         for &t in &response {
