@@ -251,6 +251,51 @@ fn toy_sentiment_pipeline_runs_caches_reproduces_and_resumes() {
     assert!(untimed(&read(&results.join("samples.jsonl"))) == samples_before);
 }
 
+/// `status` lines by stage name: (status, fingerprint).
+fn status(config: &Path) -> std::collections::BTreeMap<String, String> {
+    let out = ok(&["experiment", "status", config.to_str().expect("utf8")]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f[0].to_string(), f[f.len() - 1].to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn a_changed_value_job_reruns_only_what_reads_the_value() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let before = status(&toy_config(dir.path(), "a.toml", |t| t));
+    let value = dir.path().join("value.toml");
+    let text = read(&repo().join("experiments/toy/value.toml"))
+        .replace("total_steps = 2", "total_steps = 3");
+    std::fs::write(&value, text).expect("value job");
+    let after = status(&toy_config(dir.path(), "b.toml", |t| {
+        t.replace(
+            "\"experiments/toy/value.toml\"",
+            &format!("{:?}", value.to_str().expect("utf8")),
+        )
+    }));
+    assert_eq!(before.len(), 25);
+    let changed: Vec<&str> = before
+        .iter()
+        .filter(|(k, v)| after[k.as_str()] != **v)
+        .map(|(k, _)| k.as_str())
+        .collect();
+    assert_eq!(
+        changed,
+        [
+            "ablation/cbse_L2",
+            "eval/bone",
+            "eval/cbse",
+            "eval/efte",
+            "eval/ivg",
+            "value"
+        ]
+    );
+}
+
 #[test]
 fn bad_experiment_files_are_named() {
     let dir = tempfile::tempdir().expect("tmp");

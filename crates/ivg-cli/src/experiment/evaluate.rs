@@ -122,11 +122,17 @@ impl Evaluator<'_> {
     pub fn run(&self, run: &EvalRun<'_>) -> Result<Stage> {
         let c = self.runner.config;
         let g = self.guides;
+        // Only the guides the method reads: retraining the explicit value
+        // must not redo the implicit-only methods, nor Base.
+        let (implicit, explicit) = crate::guided::feeds(&run.config);
+        let tuned = run.method == EvalMethod::Tuned;
         let inputs = json!({
             "method": run.method.name(), "config": run.config, "prompts": run.prompts,
             "base": c.eval.base, "template": c.eval.template,
-            "data": g.data.fingerprint, "gold": g.gold.fingerprint, "sft": g.sft.fingerprint,
-            "dpo": g.dpo.fingerprint, "value": g.value.fingerprint,
+            "data": g.data.fingerprint, "gold": g.gold.fingerprint,
+            "sft": implicit.map(|_| &g.sft.fingerprint),
+            "dpo": (implicit.is_some() || tuned).then_some(&g.dpo.fingerprint),
+            "value": explicit.map(|_| &g.value.fingerprint),
         });
         self.runner
             .stage(&run.stage, inputs, |st| self.decode_all(st, run))
