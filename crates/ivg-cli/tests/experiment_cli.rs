@@ -168,6 +168,31 @@ fn toy_sentiment_pipeline_runs_caches_reproduces_and_resumes() {
     assert!(results.join("plot.svg").exists() && results.join("config/toy.toml").exists());
     assert!(read(&results.join("revision.txt")).trim().len() >= 7);
 
+    // The explicit value learns from review openings (`value_texts =
+    // "reviews"`): train-side reviews after the 12 prompt ones, each row a
+    // prompt and its continuation, the last 4 held out.
+    let reviews = jsonl(&work.join("data/imdb_train.jsonl"));
+    let value_rows: Vec<_> = ["train.jsonl", "heldout.jsonl"]
+        .iter()
+        .flat_map(|f| jsonl(&work.join("value_data").join(f)))
+        .collect();
+    assert_eq!(value_rows.len(), 16);
+    assert_eq!(jsonl(&work.join("value_data/heldout.jsonl")).len(), 4);
+    for (j, row) in value_rows.iter().enumerate() {
+        let review = reviews[12 + j]["text"].as_str().expect("text");
+        let (prompt, response) = (
+            row["prompt"].as_str().expect("prompt"),
+            row["response"].as_str().expect("response"),
+        );
+        assert!(!prompt.is_empty() && !response.is_empty(), "{row}");
+        assert!(
+            review.starts_with(&format!("{prompt}{response}")),
+            "row {j} is not review {}'s opening: {row}",
+            12 + j
+        );
+        assert!(row["reward"].as_f64().expect("reward").is_finite());
+    }
+
     // The gold reward is the classifier's logit margin on prompt + output:
     // `ivg label` with the gold checkpoint gives the same numbers.
     let rows = dir.path().join("rows.jsonl");
@@ -300,7 +325,7 @@ fn a_changed_value_job_reruns_only_what_reads_the_value() {
 fn bad_experiment_files_are_named() {
     let dir = tempfile::tempdir().expect("tmp");
     type Edit = Box<dyn Fn(String) -> String>;
-    let cases: [(&str, Edit, &str); 4] = [
+    let cases: [(&str, Edit, &str); 5] = [
         (
             "bon.toml",
             Box::new(|t: String| t.replace("bon_n = 4", "bon_n = 5")),
@@ -320,6 +345,11 @@ fn bad_experiment_files_are_named() {
             "split.toml",
             Box::new(|t: String| t.replace("test_rows = 12", "test_rows = 4")),
             "exceed data.test_rows = 4",
+        ),
+        (
+            "value.toml",
+            Box::new(|t: String| t.replace("value_reviews = 16", "value_reviews = 4")),
+            "guides.value_reviews = 4",
         ),
     ];
     for (name, edit, needle) in cases {

@@ -74,8 +74,17 @@ pub struct GuidesConfig {
     pub dpo_job: PathBuf,
     /// A reward model on the same pairs.
     pub reward_job: PathBuf,
-    /// The explicit value (Q head) on pi_ref completions labelled by the reward model.
+    /// The explicit value (Q head) on texts labelled by the reward model.
     pub value_job: PathBuf,
+    /// The explicit value's training texts (method.md: responses sampled
+    /// from pi_ref, or taken from the data), labelled by the reward model.
+    #[serde(default)]
+    pub value_texts: ValueTexts,
+    /// With `value_texts = "reviews"`: how many train-side reviews, taken
+    /// after the `data.train_prompts` ones; the last `2 *
+    /// heldout_pair_prompts` are held out.
+    #[serde(default = "default_value_reviews")]
+    pub value_reviews: usize,
     /// Base-model completions (one per prompt) that pi_ref is fine-tuned on.
     pub sft_prompts: usize,
     /// Prompts with two pi_ref completions each, ranked by the gold reward.
@@ -91,6 +100,22 @@ pub struct GuidesConfig {
     pub batch: usize,
 }
 
+/// Where the explicit value's `{prompt, response}` texts come from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ValueTexts {
+    /// The pi_ref completions of the preference pairs (the CD / FUDGE recipe).
+    #[default]
+    RefSamples,
+    /// Train-side reviews: a prompt cut as the evaluation prompts are, and
+    /// the review's next `sample_tokens` tokens as the response. Coherent
+    /// text, unlike a small pi_ref's samples, and as many rows as wanted.
+    Reviews,
+}
+
+fn default_value_reviews() -> usize {
+    6000
+}
 fn default_sample_tokens() -> usize {
     50
 }
@@ -218,6 +243,13 @@ impl ExperimentConfig {
                     d.train_prompts
                 );
             }
+        }
+        if g.value_texts == ValueTexts::Reviews && g.value_reviews <= 2 * g.heldout_pair_prompts {
+            bail!(
+                "guides.value_reviews = {} must exceed the {} held-out rows (2 * guides.heldout_pair_prompts)",
+                g.value_reviews,
+                2 * g.heldout_pair_prompts
+            );
         }
         if !(g.sample_temperature.is_finite() && g.sample_temperature >= 0.0) {
             bail!(

@@ -10,7 +10,7 @@ use ivg_train::label::adjacent_pairs;
 use ivg_train::{read_jsonl, LabelRow, ModelSpec, ObjectiveSpec, SftRow};
 use serde_json::{json, Value};
 
-use super::config::ExperimentConfig;
+use super::config::{ExperimentConfig, ValueTexts};
 use super::stages::{file_text, Stage};
 use crate::data_cmd::write_lines;
 use crate::guided::GuideArgs;
@@ -169,7 +169,7 @@ pub fn prepare(r: &Runner<'_>) -> Result<Guides> {
         Some(&sft),
         None,
     )?;
-    let value_data = value_data_stage(r, &ref_samples, &reward)?;
+    let value_data = value_data_stage(r, &data, &ref_samples, &reward)?;
     let value = job_stage(
         r,
         "value",
@@ -243,12 +243,34 @@ fn prompt_of(
     c: &ExperimentConfig,
     i: usize,
 ) -> Result<String> {
+    Ok(review_row(tokenizer, text, c, i, 0)?.prompt)
+}
+
+/// Review `i` as a `{prompt, response}` row: the prompt cut as `prompt_of`
+/// cuts it, the response the review's next `response_tokens` tokens, so
+/// that `prompt + response` is the review's opening.
+fn review_row(
+    tokenizer: &ivg_tokenize::Tokenizer,
+    text: &str,
+    c: &ExperimentConfig,
+    i: usize,
+    response_tokens: usize,
+) -> Result<SftRow> {
     let [lo, hi] = c.data.prompt_tokens;
     let draw = ivg_decode::row_seed(c.seed ^ 0x005E_ED0F_9A11, i);
     let k = lo + (draw % (hi - lo + 1) as u64) as usize;
     let ids = tokenizer.encode(text, false)?;
-    let prompt = tokenizer.decode(&ids[..k.min(ids.len())], true)?;
-    Ok(prompt.trim_end().to_string())
+    let k = k.min(ids.len());
+    let prompt = tokenizer.decode(&ids[..k], true)?.trim_end().to_string();
+    let end = (k + response_tokens).min(ids.len());
+    let opening = tokenizer.decode(&ids[..end], true)?;
+    // Decoding is prefix-stable except where a cut splits a character; then
+    // the response is decoded on its own.
+    let response = match opening.strip_prefix(prompt.as_str()) {
+        Some(rest) => rest.to_string(),
+        None => tokenizer.decode(&ids[k..end], true)?,
+    };
+    Ok(SftRow { prompt, response })
 }
 
 /// A training stage: `job` with the experiment's data and initialisation.
@@ -434,14 +456,30 @@ fn pairs_stage(r: &Runner<'_>, samples: &Stage, gold: &Stage) -> Result<Stage> {
     })
 }
 
-/// The pi_ref completions of the pairs scored by the reward model: the
-/// explicit value's `{prompt, response, reward}` rows, split as the pairs are.
-fn value_data_stage(r: &Runner<'_>, samples: &Stage, reward: &Stage) -> Result<Stage> {
-    let heldout = 2 * r.config.guides.heldout_pair_prompts;
-    let inputs =
-        json!({ "samples": samples.fingerprint, "reward": reward.fingerprint, "heldout": heldout });
+/// The explicit value's `{prompt, response, reward}` rows: the configured
+/// texts scored by the reward model, the last `2 * heldout_pair_prompts` held
+/// out (with pi_ref samples, the held-out pairs' completions).
+fn value_data_stage(
+    r: &Runner<'_>,
+    data: &Stage,
+    samples: &Stage,
+    reward: &Stage,
+) -> Result<Stage> {
+    let c = r.config;
+    let g = &c.guides;
+    let heldout = 2 * g.heldout_pair_prompts;
+    let texts = match g.value_texts {
+        ValueTexts::RefSamples => json!({ "ref_samples": samples.fingerprint }),
+        ValueTexts::Reviews => json!({
+            "reviews": data.fingerprint, "rows": g.value_reviews, "tokens": g.sample_tokens,
+        }),
+    };
+    let inputs = json!({ "texts": texts, "reward": reward.fingerprint, "heldout": heldout });
     r.stage("value_data", inputs, |st| {
-        let rows: Vec<SftRow> = read_jsonl(&samples.path("samples.jsonl"))?;
+        let rows: Vec<SftRow> = match g.value_texts {
+            ValueTexts::RefSamples => read_jsonl(&samples.path("samples.jsonl"))?,
+            ValueTexts::Reviews => value_reviews(c, &data.path("imdb_train.jsonl"))?,
+        };
         let labeler = crate::label_cmd::reward_labeler(&reward.dir, None)?;
         let rewards = labeler.score(&rows, 32)?;
         let all: Vec<Value> = rows
@@ -453,4 +491,24 @@ fn value_data_stage(r: &Runner<'_>, samples: &Stage, reward: &Stage) -> Result<S
         write_lines(&st.path("train.jsonl"), all[..split].iter().cloned())?;
         write_lines(&st.path("heldout.jsonl"), all[split..].iter().cloned())
     })
+}
+
+/// `guides.value_reviews` train-side reviews after the prompt ones, as
+/// `{prompt, response}` openings of `sample_tokens` response tokens.
+fn value_reviews(c: &ExperimentConfig, train: &Path) -> Result<Vec<SftRow>> {
+    let reviews: Vec<LabelRow> = read_jsonl(train)?;
+    let range = c.data.train_prompts..c.data.train_prompts + c.guides.value_reviews;
+    if range.end > reviews.len() {
+        bail!(
+            "{} has {} reviews; guides.value_reviews needs {} after the {} data.train_prompts",
+            train.display(),
+            reviews.len(),
+            c.guides.value_reviews,
+            c.data.train_prompts
+        );
+    }
+    let tokenizer = crate::load::load_tokenizer(&c.eval.base)?;
+    range
+        .map(|i| review_row(&tokenizer, &reviews[i].text, c, i, c.guides.sample_tokens))
+        .collect()
 }
