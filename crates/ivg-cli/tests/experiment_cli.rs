@@ -159,6 +159,7 @@ fn toy_sentiment_pipeline_runs_caches_reproduces_and_resumes() {
         "## Ablation",
         "efti beta=0.5",
         "cbse L=2",
+        "| explicit value's data | 12 train and 4 held-out texts (train-side review openings)",
     ] {
         assert!(
             report.contains(needle),

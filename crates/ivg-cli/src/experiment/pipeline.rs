@@ -92,11 +92,14 @@ impl Runner<'_> {
 pub struct Guides {
     pub data: Stage,
     pub gold: Stage,
+    pub base_samples: Stage,
     pub lm: Stage,
     pub sft: Stage,
+    pub ref_samples: Stage,
     pub pairs: Stage,
     pub dpo: Stage,
     pub reward: Stage,
+    pub value_data: Stage,
     pub value: Stage,
 }
 
@@ -183,11 +186,14 @@ pub fn prepare(r: &Runner<'_>) -> Result<Guides> {
     Ok(Guides {
         data,
         gold,
+        base_samples,
         lm,
         sft,
+        ref_samples,
         pairs,
         dpo,
         reward,
+        value_data,
         value,
     })
 }

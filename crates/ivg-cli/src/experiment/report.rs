@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use ivg_eval::report::{markdown_table, mean_ci95, svg_plot, win_rate, Interval, MethodSummary};
 use serde_json::{json, Value};
 
-use super::config::ExperimentConfig;
+use super::config::{ExperimentConfig, ValueTexts};
 use super::evaluate::{read_samples, SampleRow};
 use super::stages::Stage;
 use super::Finished;
@@ -38,7 +38,7 @@ pub fn write(config: &ExperimentConfig, config_path: &Path, done: &Finished) -> 
     md.push_str("\n## The paper's ordering\n\n");
     md.push_str(&claims(&samples)?);
     md.push_str("\n## Guides\n\n");
-    md.push_str(&guide_table(done)?);
+    md.push_str(&guide_table(done, config.guides.value_texts)?);
     if !ablation.is_empty() {
         md.push_str("\n## Ablation (validation prompts)\n\n");
         md.push_str(&markdown_table(&ablation));
@@ -75,7 +75,17 @@ pub fn write(config: &ExperimentConfig, config_path: &Path, done: &Finished) -> 
 fn revisions(done: &Finished) -> String {
     let g = &done.guides;
     let guides = [
-        &g.data, &g.gold, &g.lm, &g.sft, &g.pairs, &g.dpo, &g.reward, &g.value,
+        &g.data,
+        &g.gold,
+        &g.base_samples,
+        &g.lm,
+        &g.sft,
+        &g.ref_samples,
+        &g.pairs,
+        &g.dpo,
+        &g.reward,
+        &g.value_data,
+        &g.value,
     ];
     let all = guides
         .into_iter()
@@ -192,7 +202,7 @@ fn verdict(iv: &Interval, strict: bool) -> &'static str {
 }
 
 /// Each guide's last held-out evaluation (from its `eval_log.jsonl`).
-fn guide_table(done: &Finished) -> Result<String> {
+fn guide_table(done: &Finished, value_texts: ValueTexts) -> Result<String> {
     let g = &done.guides;
     let mut md =
         String::from("| guide | held-out metrics at the first and last evaluation |\n|---|---|\n");
@@ -217,6 +227,19 @@ fn guide_table(done: &Finished) -> Result<String> {
             "| gold-ranked pairs ({what}) | {n} pairs of pi_ref completions |"
         );
     }
+    let count = |file: &str| {
+        std::fs::read_to_string(g.value_data.path(file)).map_or(0, |t| t.lines().count())
+    };
+    let _ = writeln!(
+        md,
+        "| explicit value's data | {} train and {} held-out texts ({}) labelled by the reward model |",
+        count("train.jsonl"),
+        count("heldout.jsonl"),
+        match value_texts {
+            ValueTexts::RefSamples => "pi_ref completions",
+            ValueTexts::Reviews => "train-side review openings",
+        }
+    );
     for (name, stage) in [
         ("LM (IMDB text)", &g.lm),
         ("pi_ref (SFT on base samples)", &g.sft),
