@@ -18,11 +18,14 @@ fn scalar_model() -> ScalarLm {
     let cfg = ModelConfig::from_value(&cfg, std::path::Path::new("scalar.json")).expect("cfg");
     let varmap = VarMap::new();
     ScalarLm::load(&Weights::from_varmap(&varmap, &Device::Cpu), &cfg, "scalar").expect("build");
-    for var in varmap.all_vars() {
-        var.set(&Tensor::randn(0f32, 0.3, var.shape(), &Device::Cpu).expect("randn"))
+    let data = varmap.data().lock().expect("lock");
+    let mut names: Vec<&String> = data.keys().collect();
+    names.sort();
+    for (i, name) in names.into_iter().enumerate() {
+        let var = &data[name];
+        var.set(&ivg_testkit::seeded_normal(var.shape(), 0.3, i as u64))
             .expect("set");
     }
-    let data = varmap.data().lock().expect("lock");
     let map: HashMap<String, Tensor> = data
         .iter()
         .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
