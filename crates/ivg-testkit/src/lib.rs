@@ -99,21 +99,13 @@ mod tests {
     #[test]
     fn seeded_normal_is_reproducible_and_normal() {
         let shape = candle_core::Shape::from((100, 100));
-        let a: Vec<f32> = seeded_normal(&shape, 0.5, 7)
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        let b: Vec<f32> = seeded_normal(&shape, 0.5, 7)
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        let c: Vec<f32> = seeded_normal(&shape, 0.5, 8)
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
+        let draw = |seed| -> Vec<f32> {
+            let t = seeded_normal(&shape, 0.5, seed)
+                .flatten_all()
+                .expect("flat");
+            t.to_vec1().expect("vec")
+        };
+        let (a, b, c) = (draw(7), draw(7), draw(8));
         assert_eq!(a, b);
         assert_ne!(a, c);
         let n = a.len() as f64;

@@ -269,6 +269,13 @@ fn review_row(
     let k = k.min(ids.len());
     let prompt = tokenizer.decode(&ids[..k], true)?.trim_end().to_string();
     let end = (k + response_tokens).min(ids.len());
+    if end == k {
+        // A bare prompt (`prompt_of`): nothing more to decode.
+        return Ok(SftRow {
+            prompt,
+            response: String::new(),
+        });
+    }
     let opening = tokenizer.decode(&ids[..end], true)?;
     // Decoding is prefix-stable except where a cut splits a character; then
     // the response is decoded on its own.
