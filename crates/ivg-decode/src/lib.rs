@@ -7,6 +7,7 @@ pub mod sampling;
 pub use sampling::{row_seed, Sampler, SamplingConfig, SamplingError};
 pub mod engine;
 pub mod generate;
+pub mod guide_source;
 pub mod guidance;
 
 pub use engine::{
@@ -14,4 +15,5 @@ pub use engine::{
     TraceCandidate,
 };
 pub use generate::{generate, DecodeError, FinishReason, GenerateConfig, Generation};
+pub use guide_source::{GuideSource, ValueRole};
 pub use guidance::{ChunkRanking, GuidanceConfig, Method, TokenPolicy};
