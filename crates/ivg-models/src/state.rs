@@ -1,5 +1,7 @@
 //! Per-sequence decoding state kept outside the model, so beams share weights
-//! and the decoder can fork, reorder and truncate rows (architecture.md, practice 5).
+//! and the decoder can fork, reorder and truncate rows (architecture.md, practice 5),
+//! and so requests can join a running batch (`append_rows`) and leave it
+//! (`reorder`, then `trim_padding`).
 //!
 //! Keys and values are stored per layer as `(rows, kv_heads, len, head_dim)`.
 //! Every operation builds new tensors (`cat`, `index_select`, `narrow`) and candle
@@ -178,12 +180,21 @@ impl DecodeState {
     }
 
     /// Keeps the rows `order` (in that order; repeats allowed), copying the cache.
+    /// An empty `order` drops every row and leaves an empty state (as `new`), so a
+    /// batch whose requests all finished can be joined again with
+    /// [`DecodeState::append_rows`].
     pub fn reorder(&mut self, order: &[usize]) -> Result<()> {
         if let Some(&bad) = order.iter().find(|&&r| r >= self.rows()) {
             return Err(ModelError::State(format!(
                 "row {bad} out of range ({} rows)",
                 self.rows()
             )));
+        }
+        if order.is_empty() {
+            // A 0-row cache would keep `len` slots that no row owns, and an empty
+            // `pads` means "rows not declared yet" to `advance`.
+            *self = Self::new(self.layers.len());
+            return Ok(());
         }
         if let Some(first) = self.layers.iter().flatten().next() {
             let idx = Tensor::from_vec(
@@ -197,6 +208,81 @@ impl DecodeState {
             }
         }
         self.pads = order.iter().map(|&r| self.pads[r]).collect();
+        Ok(())
+    }
+
+    /// Puts the rows of `other` after this state's rows, so requests can join a
+    /// batch whose rows are mid-generation. The shorter of the two is left-padded
+    /// with zero keys and values to the common slot count, and the padding is
+    /// added to its rows' `pads`: padded slots are masked and do not count toward
+    /// positions, so every row keeps its positions and what it attends to.
+    /// Appending to a state without rows takes `other` as it is.
+    pub fn append_rows(&mut self, other: DecodeState) -> Result<()> {
+        if self.layers.len() != other.layers.len() {
+            return Err(ModelError::State(format!(
+                "cannot append rows of a {}-layer state to a {}-layer state",
+                other.layers.len(),
+                self.layers.len()
+            )));
+        }
+        if other.rows() == 0 {
+            return Ok(());
+        }
+        if self.rows() == 0 {
+            *self = other;
+            return Ok(());
+        }
+        let len = self.len.max(other.len);
+        let mut layers = Vec::with_capacity(self.layers.len());
+        for (i, (mine, theirs)) in self.layers.iter().zip(&other.layers).enumerate() {
+            let (Some(mine), Some(theirs)) = (mine, theirs) else {
+                return Err(ModelError::State(format!(
+                    "layer {i} has no cached keys in one of the states ({} and {} slots); \
+                     rows can only be appended after a forward",
+                    self.len, other.len
+                )));
+            };
+            check_same_kv(i, &mine.k, &theirs.k)?;
+            let k = Tensor::cat(
+                &[
+                    left_pad(&mine.k, len - self.len)?,
+                    left_pad(&theirs.k, len - other.len)?,
+                ],
+                0,
+            )?;
+            let v = Tensor::cat(
+                &[
+                    left_pad(&mine.v, len - self.len)?,
+                    left_pad(&theirs.v, len - other.len)?,
+                ],
+                0,
+            )?;
+            layers.push(Some(LayerKv { k, v }));
+        }
+        let (extra_mine, extra_theirs) = (len - self.len, len - other.len);
+        let mut pads: Vec<usize> = self.pads.iter().map(|p| p + extra_mine).collect();
+        pads.extend(other.pads.iter().map(|p| p + extra_theirs));
+        *self = Self { layers, pads, len };
+        Ok(())
+    }
+
+    /// Drops the leading slots that are padding in every row (the smallest
+    /// `pads`), so a batch whose longest rows have left stops paying for their
+    /// length. Each row's positions (`len + i - pad`) and the slots it may
+    /// attend to shift together, so masks and positions are unchanged.
+    pub fn trim_padding(&mut self) -> Result<()> {
+        let Some(&cut) = self.pads.iter().min() else {
+            return Ok(());
+        };
+        if cut == 0 {
+            return Ok(());
+        }
+        for kv in self.layers.iter_mut().flatten() {
+            kv.k = kv.k.narrow(2, cut, self.len - cut)?;
+            kv.v = kv.v.narrow(2, cut, self.len - cut)?;
+        }
+        self.pads.iter_mut().for_each(|p| *p -= cut);
+        self.len -= cut;
         Ok(())
     }
 
@@ -229,4 +315,29 @@ impl DecodeState {
     pub fn layer(&self, layer: usize) -> Option<&LayerKv> {
         self.layers.get(layer).and_then(Option::as_ref)
     }
+}
+
+/// `x: (rows, kv_heads, len, head_dim)` with `extra` zero slots in front along dim 2.
+fn left_pad(x: &Tensor, extra: usize) -> Result<Tensor> {
+    if extra == 0 {
+        return Ok(x.clone());
+    }
+    let (rows, heads, _, dim) = x.dims4()?;
+    let zeros = Tensor::zeros((rows, heads, extra, dim), x.dtype(), x.device())?;
+    Ok(Tensor::cat(&[&zeros, x], 2)?)
+}
+
+/// Keys of two states can share a batch only with the same heads, head size and dtype.
+fn check_same_kv(layer: usize, a: &Tensor, b: &Tensor) -> Result<()> {
+    let (da, db) = (a.dims(), b.dims());
+    let same = da.len() == 4 && db.len() == 4 && da[1] == db[1] && da[3] == db[3];
+    if !same || a.dtype() != b.dtype() {
+        return Err(ModelError::State(format!(
+            "layer {layer}: cannot append keys of shape {db:?} ({:?}) to keys of shape {da:?} ({:?}); \
+             (rows, kv_heads, len, head_dim) must agree but for rows and len",
+            b.dtype(),
+            a.dtype()
+        )));
+    }
+    Ok(())
 }

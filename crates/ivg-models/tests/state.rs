@@ -1,5 +1,6 @@
-//! Decode-state semantics: fork, truncate and left-padded batches are exact
-//! replacements for independent runs (architecture.md, practice 5).
+//! Decode-state semantics: fork, truncate, left-padded batches and rows that
+//! join (`append_rows`) or leave (`reorder` + `trim_padding`) a running batch
+//! are exact replacements for independent runs (architecture.md, practice 5).
 
 mod common;
 
@@ -205,5 +206,236 @@ fn truncated_state_can_be_reordered() {
     assert_eq!(
         max_abs_diff(&got.get(1).expect("row"), &want[1].get(0).expect("row")),
         0.0
+    );
+}
+
+/// One sequence of the join test, with its own batch-1 state: the reference
+/// its row in the shared batch must reproduce.
+struct Alone {
+    id: usize,
+    state: ivg_models::DecodeState,
+    /// `(1, vocab)` logits predicting its next token.
+    logits: Tensor,
+}
+
+impl Alone {
+    fn new(model: &CausalLm, id: usize, prompt: &[u32]) -> Self {
+        let mut state = model.new_state();
+        let logits = model
+            .prefill(&[prompt.to_vec()], &mut state, LogitsSpan::Last)
+            .expect("alone prefill");
+        Self { id, state, logits }
+    }
+}
+
+/// A prompt of `len` tokens for sequence `id`.
+fn join_prompt(id: usize, len: usize) -> Vec<u32> {
+    (0..len)
+        .map(|j| ((id * 11 + j * 5) % 60 + 1) as u32)
+        .collect()
+}
+
+/// The token sequence `id` emits at `step` (not greedy: any ids will do).
+fn join_token(id: usize, step: usize) -> u32 {
+    ((id * 13 + step * 7) % 60 + 1) as u32
+}
+
+/// Largest difference between the batch's logits `(rows, vocab)` and each
+/// row's batch-1 reference.
+fn diff_to_alone(batch: &Tensor, alone: &[Alone]) -> f32 {
+    assert_eq!(batch.dim(0).expect("rows"), alone.len());
+    alone
+        .iter()
+        .enumerate()
+        .map(|(row, a)| {
+            max_abs_diff(
+                &batch.get(row).expect("row"),
+                &a.logits.get(0).expect("row"),
+            )
+        })
+        .fold(0.0, f32::max)
+}
+
+/// `steps` decoding steps of the batch and of every sequence alone; returns
+/// the largest logit difference seen.
+fn step_both(
+    model: &CausalLm,
+    batch: &mut ivg_models::DecodeState,
+    alone: &mut [Alone],
+    first_step: usize,
+    steps: usize,
+) -> f32 {
+    let mut worst = 0f32;
+    for step in first_step..first_step + steps {
+        let tokens: Vec<u32> = alone.iter().map(|a| join_token(a.id, step)).collect();
+        let logits = model.step(&tokens, batch).expect("batch step");
+        for (a, &t) in alone.iter_mut().zip(&tokens) {
+            a.logits = model.step(&[t], &mut a.state).expect("alone step");
+        }
+        worst = worst.max(diff_to_alone(&logits, alone));
+    }
+    worst
+}
+
+/// How the join test prefills a group of prompts that enter the batch together.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Prefill {
+    /// One left-padded prefill of the group, then one `append_rows`.
+    Together,
+    /// A batch-1 prefill per prompt, each appended on its own: no padded
+    /// prefill, so any difference to the alone runs is `append_rows`' own.
+    OneByOne,
+}
+
+/// A group of prompts (sequences `first_id..`) appended to `batch` as
+/// `prefill` says; returns the group's prefill logits' largest difference to
+/// its alone runs, and the alone runs.
+fn join(
+    model: &CausalLm,
+    batch: &mut ivg_models::DecodeState,
+    prompts: &[Vec<u32>],
+    first_id: usize,
+    prefill: Prefill,
+) -> (f32, Vec<Alone>) {
+    let alone: Vec<Alone> = prompts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| Alone::new(model, first_id + i, p))
+        .collect();
+    let groups: Vec<&[Vec<u32>]> = match prefill {
+        Prefill::Together => vec![prompts],
+        Prefill::OneByOne => prompts.chunks(1).collect(),
+    };
+    let mut logits = Vec::new();
+    for group in groups {
+        let mut newcomers = model.new_state();
+        logits.push(
+            model
+                .prefill(group, &mut newcomers, LogitsSpan::Last)
+                .expect("prefill newcomers"),
+        );
+        batch.append_rows(newcomers).expect("append rows");
+    }
+    let logits = Tensor::cat(&logits, 0).expect("cat");
+    (diff_to_alone(&logits, &alone), alone)
+}
+
+/// Requests join a running batch (`append_rows`, with prompts shorter and
+/// longer than the batch's slots), leave it (`reorder` + `trim_padding`), and
+/// the batch empties and refills: every row's next-token logits match the
+/// sequence decoded alone. Returns the largest difference seen.
+fn join_and_leave_equal_alone(model: &CausalLm, prefill: Prefill) -> f32 {
+    // Running batch: sequences 0 (3 tokens) and 1 (6 tokens), 2 steps in.
+    let mut batch = model.new_state();
+    let (mut worst, mut alone) = join(
+        model,
+        &mut batch,
+        &[join_prompt(0, 3), join_prompt(1, 6)],
+        0,
+        prefill,
+    );
+    worst = worst.max(step_both(model, &mut batch, &mut alone, 0, 2));
+    assert_eq!((batch.len(), batch.pads()), (8, &[3, 0][..]));
+
+    // Join: sequence 2 (2 tokens, shorter than the batch's 8 slots) and
+    // sequence 3 (12 tokens, longer).
+    let (d, fresh) = join(
+        model,
+        &mut batch,
+        &[join_prompt(2, 2), join_prompt(3, 12)],
+        2,
+        prefill,
+    );
+    worst = worst.max(d);
+    alone.extend(fresh);
+    assert_eq!(batch.len(), 12);
+    assert_eq!(batch.pads(), &[7, 4, 10, 0]);
+    for (row, a) in alone.iter().enumerate() {
+        assert_eq!(batch.row_len(row), a.state.len(), "row {row} tokens");
+    }
+    worst = worst.max(step_both(model, &mut batch, &mut alone, 2, 3));
+
+    // Sequences 1 and 3 (the longest) leave; the others swap places.
+    batch.reorder(&[2, 0]).expect("reorder");
+    alone = vec![alone.swap_remove(2), alone.swap_remove(0)];
+    assert_eq!((alone[0].id, alone[1].id), (2, 0));
+    assert_eq!(batch.pads(), &[10, 7]);
+    batch.trim_padding().expect("trim");
+    assert_eq!(batch.pads(), &[3, 0]);
+    assert_eq!(
+        batch.len(),
+        8,
+        "15 slots less 7 that are padding in every row"
+    );
+    worst = worst.max(step_both(model, &mut batch, &mut alone, 5, 3));
+
+    // Everyone leaves; a new request starts the batch again.
+    batch.reorder(&[]).expect("drop all rows");
+    assert_eq!((batch.rows(), batch.len()), (0, 0));
+    batch.trim_padding().expect("trim an empty state");
+    let (d, mut alone) = join(model, &mut batch, &[join_prompt(4, 5)], 4, prefill);
+    worst = worst.max(d);
+    worst = worst.max(step_both(model, &mut batch, &mut alone, 0, 2));
+    // Appending a state without rows changes nothing.
+    batch
+        .append_rows(model.new_state())
+        .expect("append nothing");
+    assert_eq!((batch.rows(), batch.len()), (1, 7));
+    worst
+}
+
+/// `append_rows` and `trim_padding` are exact: rows prefilled alone and joined
+/// give bitwise the logits of their alone runs. Prefilled together, a short
+/// prompt's left-padded prefill differs from its alone run in the last bits
+/// (up to 5.7e-6 seen, on Gemma 3), which its later steps inherit.
+#[test]
+fn joined_rows_equal_alone_runs() {
+    for (name, config) in [
+        ("llama", tiny_llama_config()),
+        ("gpt2", tiny_gpt2_config()),
+        // Window 4: joined rows' masks must follow their own tokens.
+        ("gemma3", tiny_gemma3_config()),
+    ] {
+        let (model, _) = random_model(config, 0.3);
+        let exact = join_and_leave_equal_alone(&model, Prefill::OneByOne);
+        assert_eq!(exact, 0.0, "{name}: joined rows differ from alone runs");
+        let together = join_and_leave_equal_alone(&model, Prefill::Together);
+        assert!(
+            together <= 1e-5,
+            "{name}: rows prefilled together differ from alone runs by {together}"
+        );
+    }
+}
+
+#[test]
+fn append_rows_refuses_states_of_other_models() {
+    let (llama, _) = random_model(tiny_llama_config(), 0.3);
+    let (gpt2, _) = random_model(tiny_gpt2_config(), 0.3);
+    let (gemma3, _) = random_model(tiny_gemma3_config(), 0.3);
+    let prefilled = |m: &CausalLm| {
+        let mut s = m.new_state();
+        m.prefill(&[vec![1u32, 2, 3]], &mut s, LogitsSpan::Last)
+            .expect("prefill");
+        s
+    };
+    let mut state = prefilled(&llama);
+    let err = state
+        .append_rows(prefilled(&gemma3))
+        .expect_err("3 layers onto 2")
+        .to_string();
+    assert!(err.contains("3-layer") && err.contains("2-layer"), "{err}");
+    // Same layer count, other kv heads: GPT-2 has 4, the tiny llama 2.
+    let err = state
+        .append_rows(prefilled(&gpt2))
+        .expect_err("kv shape")
+        .to_string();
+    assert!(
+        err.contains("[1, 4, 3, 8]") && err.contains("[1, 2, 3, 8]"),
+        "{err}"
+    );
+    assert_eq!(
+        state.rows(),
+        1,
+        "a refused append leaves the state as it was"
     );
 }
