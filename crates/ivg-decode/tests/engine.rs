@@ -260,6 +260,12 @@ impl ValueFunction for Rule {
         self.ended = vec![false; prompts.len()];
         Ok(())
     }
+    fn append(&mut self, prompts: &[String]) -> Result<(), ValueError> {
+        self.tokens
+            .extend(std::iter::repeat_n(Vec::new(), prompts.len()));
+        self.ended.extend(std::iter::repeat_n(false, prompts.len()));
+        Ok(())
+    }
     fn reorder(&mut self, order: &[usize]) -> Result<(), ValueError> {
         self.tokens = order.iter().map(|&r| self.tokens[r].clone()).collect();
         self.ended = order.iter().map(|&r| self.ended[r]).collect();

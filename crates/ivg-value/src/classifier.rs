@@ -84,7 +84,23 @@ impl ValueFunction for ClassifierValue {
         Ok(())
     }
 
+    fn append(&mut self, prompts: &[String]) -> Result<(), ValueError> {
+        self.prompts.extend_from_slice(prompts);
+        self.responses
+            .extend(std::iter::repeat_n(Vec::new(), prompts.len()));
+        Ok(())
+    }
+
     fn reorder(&mut self, order: &[usize]) -> Result<(), ValueError> {
+        if let Some(&bad) = order.iter().find(|&&r| r >= self.prompts.len()) {
+            return Err(ValueError::Invalid {
+                name: self.name.clone(),
+                problem: format!(
+                    "reorder names row {bad}, but there are {} rows",
+                    self.prompts.len()
+                ),
+            });
+        }
         self.prompts = order.iter().map(|&r| self.prompts[r].clone()).collect();
         self.responses = order.iter().map(|&r| self.responses[r].clone()).collect();
         Ok(())
@@ -101,6 +117,9 @@ impl ValueFunction for ClassifierValue {
     }
 
     fn values(&mut self) -> Result<Vec<f64>, ValueError> {
+        if self.prompts.is_empty() {
+            return Ok(Vec::new());
+        }
         let texts = self
             .prompts
             .iter()

@@ -48,6 +48,13 @@ impl QValue {
         })
     }
 
+    fn encode(&self, prompts: &[String]) -> Result<Vec<Vec<u32>>, ValueError> {
+        prompts
+            .iter()
+            .map(|t| encode_prompt(&self.tokenizer, &self.template, t))
+            .collect()
+    }
+
     fn flush(&mut self) -> Result<(), ValueError> {
         if self.buffer.iter().all(Vec::is_empty) {
             return Ok(());
@@ -72,13 +79,21 @@ impl ValueFunction for QValue {
     }
 
     fn begin(&mut self, prompts: &[String]) -> Result<(), ValueError> {
-        let ids: Vec<Vec<u32>> = prompts
-            .iter()
-            .map(|t| encode_prompt(&self.tokenizer, &self.template, t))
-            .collect::<Result<_, _>>()?;
+        let ids = self.encode(prompts)?;
         self.runner.prefill(&ids)?;
         self.last = vec![0.0; prompts.len()];
         self.buffer = vec![Vec::new(); prompts.len()];
+        Ok(())
+    }
+
+    fn append(&mut self, prompts: &[String]) -> Result<(), ValueError> {
+        let ids = self.encode(prompts)?;
+        // Buffers must be empty: a joined row has nothing to pad a chunk with.
+        self.flush()?;
+        self.runner.append(&ids)?;
+        self.last.extend(std::iter::repeat_n(0.0, prompts.len()));
+        self.buffer
+            .extend(std::iter::repeat_n(Vec::new(), prompts.len()));
         Ok(())
     }
 
@@ -94,6 +109,9 @@ impl ValueFunction for QValue {
 
     fn observe(&mut self, tokens: &[u32], live: &[bool]) -> Result<(), ValueError> {
         crate::check_rows(&self.name, self.last.len(), tokens, live)?;
+        if tokens.is_empty() {
+            return Ok(());
+        }
         match self.feed {
             Feed::Chunked => {
                 for (r, &t) in tokens.iter().enumerate() {

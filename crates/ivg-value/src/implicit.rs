@@ -24,6 +24,9 @@ pub struct ImplicitPair {
     pub weight: f64,
 }
 
+/// A pair's prompt ids, one per prompt: (tuned template, reference template).
+type PairIds = (Vec<Vec<u32>>, Vec<Vec<u32>>);
+
 struct PairState {
     pair: ImplicitPair,
     tuned: GuideRunner,
@@ -93,6 +96,27 @@ impl ImplicitValue {
         Ok(())
     }
 
+    /// Each pair's prompt ids, one per prompt, all encoded before any state
+    /// changes (a tokenizer error leaves the rows as they were).
+    fn encode(&self, prompts: &[String]) -> Result<Vec<PairIds>, ValueError> {
+        self.pairs
+            .iter()
+            .map(|ps| {
+                let p = &ps.pair;
+                let encode_all = |template: &str| {
+                    prompts
+                        .iter()
+                        .map(|t| encode_prompt(&p.tokenizer, template, t))
+                        .collect::<Result<Vec<_>, _>>()
+                };
+                Ok((
+                    encode_all(&p.tuned_template)?,
+                    encode_all(&p.reference_template)?,
+                ))
+            })
+            .collect()
+    }
+
     fn flush(&mut self) -> Result<(), ValueError> {
         if self.buffer.iter().all(Vec::is_empty) {
             return Ok(());
@@ -119,21 +143,27 @@ impl ValueFunction for ImplicitValue {
     }
 
     fn begin(&mut self, prompts: &[String]) -> Result<(), ValueError> {
-        for ps in &mut self.pairs {
-            let p = &ps.pair;
-            let tuned: Vec<Vec<u32>> = prompts
-                .iter()
-                .map(|t| encode_prompt(&p.tokenizer, &p.tuned_template, t))
-                .collect::<Result<_, _>>()?;
-            let reference: Vec<Vec<u32>> = prompts
-                .iter()
-                .map(|t| encode_prompt(&p.tokenizer, &p.reference_template, t))
-                .collect::<Result<_, _>>()?;
-            ps.tuned.prefill(&tuned)?;
-            ps.reference.prefill(&reference)?;
+        let ids = self.encode(prompts)?;
+        for (ps, (tuned, reference)) in self.pairs.iter_mut().zip(&ids) {
+            ps.tuned.prefill(tuned)?;
+            ps.reference.prefill(reference)?;
         }
         self.sums = vec![0.0; prompts.len()];
         self.buffer = vec![Vec::new(); prompts.len()];
+        Ok(())
+    }
+
+    fn append(&mut self, prompts: &[String]) -> Result<(), ValueError> {
+        let ids = self.encode(prompts)?;
+        // Buffers must be empty: a joined row has nothing to pad a chunk with.
+        self.flush()?;
+        for (ps, (tuned, reference)) in self.pairs.iter_mut().zip(&ids) {
+            ps.tuned.append(tuned)?;
+            ps.reference.append(reference)?;
+        }
+        self.sums.extend(std::iter::repeat_n(0.0, prompts.len()));
+        self.buffer
+            .extend(std::iter::repeat_n(Vec::new(), prompts.len()));
         Ok(())
     }
 
@@ -152,6 +182,9 @@ impl ValueFunction for ImplicitValue {
 
     fn observe(&mut self, tokens: &[u32], live: &[bool]) -> Result<(), ValueError> {
         crate::check_rows(&self.name, self.sums.len(), tokens, live)?;
+        if tokens.is_empty() {
+            return Ok(());
+        }
         match self.feed {
             Feed::Chunked => {
                 for (r, &t) in tokens.iter().enumerate() {

@@ -10,9 +10,11 @@
 //!
 //! Every value function keeps its own models' decode states, row-aligned with the
 //! decoder's rows: it is told each emitted token ([`ValueFunction::observe`]),
-//! reordered with the beams, and asked for values at chunk boundaries. Used for
-//! chunk ranking only, it buffers the chunk and scores its `L` new tokens in one
-//! forward; used for guidance, it steps every token and its value is a by-product.
+//! reordered with the beams, grown by the rows of requests that join a running
+//! batch ([`ValueFunction::append`]), and asked for values at chunk boundaries.
+//! Used for chunk ranking only, it buffers the chunk and scores its `L` new
+//! tokens in one forward; used for guidance, it steps every token and its value
+//! is a by-product.
 
 mod classifier;
 mod explicit;
@@ -61,7 +63,16 @@ pub trait ValueFunction: Send {
     /// its own template and tokenizer).
     fn begin(&mut self, prompts: &[String]) -> Result<(), ValueError>;
 
-    /// Row `i` continues as former row `order[i]` (repeats fork a row).
+    /// Adds one row per prompt after the existing rows, as `begin` does for an
+    /// empty set, so a request can join a batch mid-generation. Chunk tokens
+    /// still buffered for existing rows are scored first (all live rows keep
+    /// buffers of equal length).
+    fn append(&mut self, prompts: &[String]) -> Result<(), ValueError>;
+
+    /// Row `i` continues as former row `order[i]` (repeats fork a row). An
+    /// empty `order` drops every row (the engine's last request finished):
+    /// `values` is then empty, `observe` of no tokens does nothing, and
+    /// `append` starts rows again as `begin` would.
     fn reorder(&mut self, order: &[usize]) -> Result<(), ValueError>;
 
     /// The token emitted by every row; rows with `live[r] == false` have ended

@@ -45,6 +45,29 @@ impl GuideRunner {
         Ok(())
     }
 
+    /// Adds one row per prompt after the existing rows (a request joining a
+    /// batch mid-generation): the prompts are prefilled as their own batch and
+    /// their state appended ([`DecodeState::append_rows`]), so the existing
+    /// rows are not recomputed. Without rows it is [`GuideRunner::prefill`].
+    pub fn append(&mut self, prompts: &[Vec<u32>]) -> Result<(), ValueError> {
+        if prompts.is_empty() {
+            return Ok(());
+        }
+        if self.rows() == 0 || self.pending.is_none() {
+            return self.prefill(prompts);
+        }
+        let mut joining = self.model.new_state();
+        let logits = self
+            .model
+            .prefill(prompts, &mut joining, LogitsSpan::Last)?;
+        // (rows + new, vocab); built before the state changes, so a failure
+        // leaves the runner as it was.
+        let pending = Tensor::cat(&[self.pending()?, &logits], 0)?;
+        self.state.append_rows(joining)?;
+        self.pending = Some(pending);
+        Ok(())
+    }
+
     /// `(rows, vocab)` logits for each row's next token.
     pub fn pending(&self) -> Result<&Tensor, ValueError> {
         self.pending
@@ -71,10 +94,16 @@ impl GuideRunner {
         Ok(ChunkLogits { before, after })
     }
 
-    /// Row `i` becomes former row `order[i]` (state and pending logits).
+    /// Row `i` becomes former row `order[i]` (state and pending logits). Slots
+    /// that every remaining row holds as padding are dropped, so rows that
+    /// joined late do not keep paying for long rows that left. An empty
+    /// `order` leaves no rows; [`GuideRunner::append`] starts afresh then.
     pub fn reorder(&mut self, order: &[usize]) -> Result<(), ValueError> {
         self.state.reorder(order)?;
-        if let Some(p) = &self.pending {
+        self.state.trim_padding()?;
+        if order.is_empty() {
+            self.pending = None;
+        } else if let Some(p) = &self.pending {
             let idx = Tensor::from_vec(
                 order.iter().map(|&r| r as u32).collect::<Vec<_>>(),
                 order.len(),

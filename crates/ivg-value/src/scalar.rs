@@ -46,6 +46,13 @@ impl ScalarValue {
         })
     }
 
+    fn encode(&self, prompts: &[String]) -> Result<Vec<Vec<u32>>, ValueError> {
+        prompts
+            .iter()
+            .map(|t| encode_prompt(&self.tokenizer, &self.template, t))
+            .collect()
+    }
+
     fn flush(&mut self) -> Result<(), ValueError> {
         if self.buffer.iter().all(Vec::is_empty) {
             return Ok(());
@@ -74,10 +81,7 @@ impl ValueFunction for ScalarValue {
     }
 
     fn begin(&mut self, prompts: &[String]) -> Result<(), ValueError> {
-        let ids: Vec<Vec<u32>> = prompts
-            .iter()
-            .map(|t| encode_prompt(&self.tokenizer, &self.template, t))
-            .collect::<Result<_, _>>()?;
+        let ids = self.encode(prompts)?;
         self.state = self.model.new_state();
         self.model.prefill(&ids, &mut self.state)?;
         self.last = vec![0.0; prompts.len()];
@@ -85,9 +89,28 @@ impl ValueFunction for ScalarValue {
         Ok(())
     }
 
+    fn append(&mut self, prompts: &[String]) -> Result<(), ValueError> {
+        if prompts.is_empty() {
+            return Ok(());
+        }
+        let ids = self.encode(prompts)?;
+        // Buffers must be empty: a joined row has nothing to pad a chunk with.
+        self.flush()?;
+        let mut joining = self.model.new_state();
+        self.model.prefill(&ids, &mut joining)?;
+        // Appending to a state without rows takes `joining` as it is.
+        self.state.append_rows(joining)?;
+        self.last.extend(std::iter::repeat_n(0.0, prompts.len()));
+        self.buffer
+            .extend(std::iter::repeat_n(Vec::new(), prompts.len()));
+        Ok(())
+    }
+
     fn reorder(&mut self, order: &[usize]) -> Result<(), ValueError> {
         self.flush()?;
         self.state.reorder(order)?;
+        // Rows that joined late stop paying for long rows that left.
+        self.state.trim_padding()?;
         self.last = order.iter().map(|&r| self.last[r]).collect();
         self.buffer = vec![Vec::new(); order.len()];
         Ok(())

@@ -125,6 +125,25 @@ impl TextLevelValue {
         Ok(ids)
     }
 
+    /// Drops the prompts no row answers any more, so a long-running batch that
+    /// requests keep joining and leaving does not accumulate them.
+    fn forget_unused_prompts(&mut self) {
+        let mut renumber: Vec<Option<usize>> = vec![None; self.prompts.len()];
+        let mut kept = Vec::new();
+        for row in &mut self.rows {
+            let old = row.prompt;
+            row.prompt = match renumber[old] {
+                Some(new) => new,
+                None => {
+                    kept.push(std::mem::take(&mut self.prompts[old]));
+                    renumber[old] = Some(kept.len() - 1);
+                    kept.len() - 1
+                }
+            };
+        }
+        self.prompts = kept;
+    }
+
     /// Starts the inner value function afresh for the current rows: each
     /// distinct prompt is prefilled once and forked to its rows.
     fn restart_inner(&mut self) -> Result<(), ValueError> {
@@ -179,6 +198,20 @@ impl ValueFunction for TextLevelValue {
         Ok(())
     }
 
+    /// The inner value function is rebuilt at every boundary, so a joining
+    /// request only adds its prompt and empty rows; nothing is flushed.
+    fn append(&mut self, prompts: &[String]) -> Result<(), ValueError> {
+        let first = self.prompts.len();
+        self.prompts.extend_from_slice(prompts);
+        self.rows
+            .extend((first..first + prompts.len()).map(|prompt| Row {
+                prompt,
+                tokens: Vec::new(),
+            }));
+        self.cached = None;
+        Ok(())
+    }
+
     fn reorder(&mut self, order: &[usize]) -> Result<(), ValueError> {
         if let Some(&bad) = order.iter().find(|&&r| r >= self.rows.len()) {
             return Err(self.invalid(format!(
@@ -187,6 +220,7 @@ impl ValueFunction for TextLevelValue {
             )));
         }
         self.rows = order.iter().map(|&r| self.rows[r].clone()).collect();
+        self.forget_unused_prompts();
         self.cached = None;
         Ok(())
     }
@@ -331,6 +365,11 @@ mod tests {
                 .iter()
                 .map(|p| (p.clone(), Vec::new(), false))
                 .collect();
+            Ok(())
+        }
+        fn append(&mut self, prompts: &[String]) -> Result<(), ValueError> {
+            self.rows
+                .extend(prompts.iter().map(|p| (p.clone(), Vec::new(), false)));
             Ok(())
         }
         fn reorder(&mut self, order: &[usize]) -> Result<(), ValueError> {
