@@ -1,42 +1,15 @@
 //! Scalar-head and sequence-classifier values against direct computation.
 
-use std::collections::HashMap;
+mod common;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
-use candle_nn::VarMap;
-use ivg_models::{load_bert, LoadOptions, ModelConfig, ScalarLm, Weights};
+use common::scalar_model;
+use ivg_models::{load_bert, LoadOptions};
 use ivg_testkit::word_tokenizer as tokenizer;
 use ivg_value::{ClassifierValue, ScalarValue, ValueFunction};
-
-fn scalar_model() -> ScalarLm {
-    let cfg = serde_json::json!({
-        "model_type": "llama", "vocab_size": 96, "hidden_size": 32, "intermediate_size": 64,
-        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 64
-    });
-    let cfg = ModelConfig::from_value(&cfg, std::path::Path::new("scalar.json")).expect("cfg");
-    let varmap = VarMap::new();
-    ScalarLm::load(&Weights::from_varmap(&varmap, &Device::Cpu), &cfg, "scalar").expect("build");
-    let data = varmap.data().lock().expect("lock");
-    let mut names: Vec<&String> = data.keys().collect();
-    names.sort();
-    for (i, name) in names.into_iter().enumerate() {
-        let var = &data[name];
-        var.set(&ivg_testkit::seeded_normal(var.shape(), 0.3, i as u64))
-            .expect("set");
-    }
-    let map: HashMap<String, Tensor> = data
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
-        .collect();
-    ScalarLm::load(
-        &Weights::from_tensors(map, "scalar", &Device::Cpu),
-        &cfg,
-        "scalar",
-    )
-    .expect("model")
-}
 
 #[test]
 fn scalar_values_equal_reencoding() {
