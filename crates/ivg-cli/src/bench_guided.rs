@@ -91,7 +91,7 @@ struct Row {
 pub fn run(args: BenchGuidedArgs) -> Result<()> {
     let path = crate::assets_cmd::ensure(&[Asset::SmolLm2Gguf])?.remove(0);
     let base = crate::load::load_lm(&path, false)?;
-    let tokenizer: Arc<Tokenizer> = Arc::new(base.tokenizer.clone());
+    let tokenizer: Arc<Tokenizer> = base.tokenizer.clone();
     let vocab = base.model.vocab_size();
     let (l, h) = (args.guide_layers, args.guide_hidden);
     let tuned = Arc::new(random_guide("tuned", vocab, l, h)?);

@@ -5,8 +5,6 @@
 //! training-free implicit value: the same model under a "glowing review"
 //! template against the neutral one (no guide needs training).
 
-use std::sync::Arc;
-
 use anyhow::Result;
 use ivg_assets::Asset;
 use ivg_decode::{
@@ -79,8 +77,8 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let start = std::time::Instant::now();
     let base_out = generate(&lm.model, &prompts, &config, &mut |_, _| {})?;
     let base_secs = start.elapsed().as_secs_f64();
-    let model = Arc::new(lm.model);
-    let tokenizer = Arc::new(lm.tokenizer);
+    let model = lm.model.clone();
+    let tokenizer = lm.tokenizer.clone();
     let pair = || ImplicitPair {
         tuned: model.clone(),
         tuned_template: args.tuned_template.clone(),

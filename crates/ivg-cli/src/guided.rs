@@ -7,16 +7,16 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use ivg_decode::{
-    guided_generate, ChunkRanking, ChunkTrace, GuidanceConfig, Guides, Method, SamplingConfig,
-    TokenPolicy,
+    guided_generate, ChunkRanking, ChunkTrace, GuidanceConfig, Guides, TokenPolicy, ValueRole,
+};
+use ivg_runtime::{
+    load_guidance_config, ExplicitSpec, GuidanceSpec, GuideSet, GuideSpec, ModelRef, PairSpec,
+    PromptTemplate, RuntimeError,
 };
 use ivg_tokenize::Tokenizer;
-use ivg_value::{
-    wrap_if_needed, ClassifierValue, Feed, ImplicitPair, ImplicitValue, QValue, ScalarValue,
-    ValueFunction,
-};
+use ivg_value::{Feed, ValueFunction};
 
-use crate::load::{load_lm, load_tokenizer, LoadedLm};
+use crate::load::LoadedLm;
 
 /// Guide models and templates (`{prompt}` marks where the prompt text goes).
 #[derive(clap::Args, Clone)]
@@ -84,6 +84,50 @@ impl GuideArgs {
         let matches = cmd.try_get_matches_from(["defaults"])?;
         Ok(Self::from_arg_matches(&matches)?)
     }
+
+    /// The guide set these flags name, with only the parts a run uses (an
+    /// implicit pair, an explicit value): flags of unused guides are not read.
+    pub fn guide_spec(&self, implicit: bool, explicit: bool) -> Result<GuideSpec> {
+        let template =
+            |text: &str, flag: &str| PromptTemplate::new(text).with_context(|| flag.to_string());
+        let implicit = match (implicit, &self.tuned) {
+            (false, _) => Vec::new(),
+            (true, None) => bail!("this method needs --tuned PATH"),
+            (true, Some(tuned)) => vec![PairSpec {
+                reference: self.reference.as_ref().map(ModelRef::new),
+                tuned_template: template(&self.tuned_template, "--tuned-template")?,
+                reference_template: template(&self.ref_template, "--ref-template")?,
+                ..PairSpec::new(ModelRef::new(tuned))
+            }],
+        };
+        let explicit = match (explicit, &self.value) {
+            (false, _) => None,
+            (true, None) => bail!("this method needs --value PATH"),
+            (true, Some(path)) => {
+                let model = ModelRef::new(path);
+                Some(match self.value_kind.as_str() {
+                    "q" => ExplicitSpec::Q {
+                        model,
+                        template: template(&self.value_template, "--value-template")?,
+                    },
+                    "scalar" => ExplicitSpec::Scalar {
+                        model,
+                        template: template(&self.value_template, "--value-template")?,
+                    },
+                    "classifier" => ExplicitSpec::Classifier {
+                        model,
+                        label: self.value_label,
+                    },
+                    other => bail!("--value-kind `{other}` is not one of q, scalar, classifier"),
+                })
+            }
+        };
+        Ok(GuideSpec {
+            implicit,
+            explicit,
+            beta_v: self.beta_v,
+        })
+    }
 }
 
 /// Length, sampling and seed flags shared by `ivg generate` and `ivg sample`.
@@ -103,14 +147,30 @@ pub struct DecodeArgs {
 }
 
 impl DecodeArgs {
-    /// The guidance configuration these flags and the guide flags describe.
+    /// The guidance configuration these flags and the guide flags describe:
+    /// `--config FILE` as is, else the method expanded over the flags.
     pub fn config(&self, guide: &GuideArgs) -> Result<GuidanceConfig> {
-        let sampling = SamplingConfig {
+        if let Some(path) = &guide.config {
+            return Ok(load_guidance_config(path)?);
+        }
+        Ok(self.guidance_spec(guide).config()?)
+    }
+
+    /// The method and settings of the flags, as the runtime's spec.
+    pub fn guidance_spec(&self, guide: &GuideArgs) -> GuidanceSpec {
+        GuidanceSpec {
+            method: guide.method.clone(),
+            width: guide.width,
+            successors: guide.successors,
+            chunk_len: Some(guide.chunk_len),
+            beta: guide.beta,
+            max_new_tokens: self.max_new_tokens,
             temperature: self.temperature,
             top_k: self.top_k,
             top_p: self.top_p,
-        };
-        guidance_config(guide, self.max_new_tokens, sampling, self.seed)
+            seed: self.seed,
+            stop: guide.stop.clone(),
+        }
     }
 }
 
@@ -130,45 +190,6 @@ pub fn guides<'a>(base: &'a LoadedLm, values: &'a mut ValueFunctions) -> Guides<
     }
 }
 
-/// The guidance configuration from a file or from the flags.
-pub fn guidance_config(
-    args: &GuideArgs,
-    max_new_tokens: usize,
-    sampling: SamplingConfig,
-    seed: u64,
-) -> Result<GuidanceConfig> {
-    if let Some(path) = &args.config {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let config: GuidanceConfig = if path.extension().is_some_and(|e| e == "json") {
-            serde_json::from_str(&text)
-                .with_context(|| format!("{}: invalid guidance config", path.display()))?
-        } else {
-            toml::from_str(&text)
-                .with_context(|| format!("{}: invalid guidance config", path.display()))?
-        };
-        config
-            .validate()
-            .with_context(|| format!("{}", path.display()))?;
-        return Ok(config);
-    }
-    let method = Method::from_name(&args.method)?;
-    let shape = GuidanceConfig {
-        token: TokenPolicy::Base,
-        chunk: ChunkRanking::None,
-        width: args.width,
-        successors: args.successors,
-        chunk_len: (args.chunk_len > 0).then_some(args.chunk_len),
-        max_new_tokens,
-        sampling,
-        seed,
-        stop_strings: args.stop.clone(),
-    };
-    let config = method.config(&shape, args.beta);
-    config.validate()?;
-    Ok(config)
-}
-
 /// How the implicit and explicit value functions must be fed for `config`
 /// (stepped when they guide token-wise, chunked when they only rank).
 pub fn feeds(config: &GuidanceConfig) -> (Option<Feed>, Option<Feed>) {
@@ -185,130 +206,44 @@ pub fn feeds(config: &GuidanceConfig) -> (Option<Feed>, Option<Feed>) {
     )
 }
 
-fn load_guide(path: &Option<PathBuf>, flag: &str) -> Result<LoadedLm> {
-    match path {
-        Some(p) => load_lm(p, false),
-        None => bail!("this method needs {flag} PATH"),
-    }
-}
-
 /// The implicit and the explicit value function of a run, where the method uses them.
 pub type ValueFunctions = (
     Option<Box<dyn ValueFunction>>,
     Option<Box<dyn ValueFunction>>,
 );
 
-/// Builds the implicit and explicit value functions the config uses.
+/// Builds the implicit and explicit value functions the config uses: the
+/// guide set of the flags, loaded by the runtime (a training-free pair loads
+/// its model once), each value built for the feed the method needs.
 pub fn build_values(
     args: &GuideArgs,
     config: &GuidanceConfig,
     base_tokenizer: &Arc<Tokenizer>,
 ) -> Result<ValueFunctions> {
     let (implicit_feed, explicit_feed) = feeds(config);
-    let implicit = match implicit_feed {
-        None => None,
-        Some(feed) => {
-            let tuned = load_guide(&args.tuned, "--tuned")?;
-            let tuned_model = Arc::new(tuned.model);
-            // One model under two templates (a training-free pair) is loaded once.
-            let reference = match &args.reference {
-                Some(p) if Some(p) != args.tuned.as_ref() => Arc::new(load_lm(p, false)?.model),
-                _ => tuned_model.clone(),
-            };
-            let pair = ImplicitPair {
-                tuned: tuned_model,
-                tuned_template: args.tuned_template.clone(),
-                reference,
-                reference_template: args.ref_template.clone(),
-                tokenizer: Arc::new(tuned.tokenizer),
-                weight: 1.0,
-            };
-            let value: Box<dyn ValueFunction> = Box::new(ImplicitValue::new(
-                "implicit",
-                vec![pair],
-                args.beta_v,
-                feed,
-            )?);
-            Some(text_level_if_ranking_only(value, feed, base_tokenizer))
-        }
+    let spec = args.guide_spec(implicit_feed.is_some(), explicit_feed.is_some())?;
+    let set = GuideSet::load(&spec, base_tokenizer.clone()).map_err(flag_named)?;
+    let build = |role: ValueRole, feed: Option<Feed>| -> Result<_> {
+        Ok(feed.map(|f| set.build_value(role, f)).transpose()?)
     };
-    let explicit = match explicit_feed {
-        None => None,
-        Some(feed) => Some(text_level_if_ranking_only(
-            explicit_value(args, feed, base_tokenizer)?,
-            feed,
-            base_tokenizer,
-        )),
-    };
-    Ok((implicit, explicit))
+    Ok((
+        build(ValueRole::Implicit, implicit_feed)?,
+        build(ValueRole::Explicit, explicit_feed)?,
+    ))
 }
 
-/// A value function that only ranks chunks and has another vocabulary than the
-/// base scores at text level (decode, re-tokenize); one that guides token-wise
-/// is left as is so that the engine refuses the mismatch with a clear error.
-fn text_level_if_ranking_only(
-    value: Box<dyn ValueFunction>,
-    feed: Feed,
-    base_tokenizer: &Arc<Tokenizer>,
-) -> Box<dyn ValueFunction> {
-    match feed {
-        Feed::Chunked => wrap_if_needed(value, base_tokenizer.clone()),
-        Feed::Stepped => value,
-    }
-}
-
-/// The explicit value function named by `--value` and `--value-kind`.
-fn explicit_value(
-    args: &GuideArgs,
-    feed: Feed,
-    base_tokenizer: &Arc<Tokenizer>,
-) -> Result<Box<dyn ValueFunction>> {
-    let Some(path) = &args.value else {
-        bail!("this method needs --value PATH")
+/// The runtime names the spec field a loading error comes from; on the
+/// command line the flag that set it is the name the user knows.
+fn flag_named(error: RuntimeError) -> anyhow::Error {
+    let RuntimeError::InField { field, error } = error else {
+        return error.into();
     };
-    let context = || format!("loading the explicit value model {}", path.display());
-    let value: Box<dyn ValueFunction> = match args.value_kind.as_str() {
-        "q" => {
-            let v = load_lm(path, false).with_context(context)?;
-            Box::new(QValue::new(
-                "explicit",
-                Arc::new(v.model),
-                args.value_template.clone(),
-                Arc::new(v.tokenizer),
-                args.beta_v,
-                feed,
-            )?)
-        }
-        "scalar" => {
-            let (config, weights) = ivg_models::open(path, &ivg_models::LoadOptions::default())
-                .with_context(context)?;
-            let model =
-                ivg_models::ScalarLm::load(&weights, &config, "explicit").with_context(context)?;
-            let tokenizer = load_tokenizer(path).with_context(context)?;
-            Box::new(ScalarValue::new(
-                "explicit",
-                Arc::new(model),
-                args.value_template.clone(),
-                Arc::new(tokenizer),
-                args.beta_v,
-            )?)
-        }
-        "classifier" => {
-            let model = ivg_models::load_bert(path, &ivg_models::LoadOptions::default())
-                .with_context(context)?;
-            let tokenizer = load_tokenizer(path).with_context(context)?;
-            Box::new(ClassifierValue::new(
-                "explicit",
-                Arc::new(model),
-                Arc::new(tokenizer),
-                base_tokenizer.clone(),
-                args.value_label,
-                args.beta_v,
-            )?)
-        }
-        other => bail!("--value-kind `{other}` is not one of q, scalar, classifier"),
+    let flag = match field.as_str() {
+        "explicit.model" => "--value",
+        f if f.ends_with(".reference") => "--ref",
+        _ => "--tuned",
     };
-    Ok(value)
+    anyhow::Error::new(*error).context(flag)
 }
 
 /// Runs the engine and prints each prompt's best candidate with its value.
@@ -319,7 +254,7 @@ pub fn run(
     base_prompts: &[Vec<u32>],
     config: &GuidanceConfig,
 ) -> Result<()> {
-    let base_tokenizer = Arc::new(base.tokenizer.clone());
+    let base_tokenizer = base.tokenizer.clone();
     let mut values = build_values(args, config, &base_tokenizer)?;
     let mut guides = guides(base, &mut values);
     let mut trace = TraceWriter::open(args.trace.as_deref(), base)?;

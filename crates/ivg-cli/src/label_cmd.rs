@@ -5,7 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use ivg_models::{load_bert, LoadOptions, ScalarLm};
+use ivg_models::{LoadOptions, ScalarLm};
+use ivg_runtime::ModelRef;
 use ivg_train::label::{adjacent_pairs, best_worst_pairs, Labeler};
 use ivg_train::metrics::classifier_metrics;
 use ivg_train::prep::Encoder;
@@ -75,8 +76,7 @@ fn trained_data(model: &Path) -> Option<DataSpec> {
 }
 
 pub fn classifier_labeler(model: &Path, label: usize, text: &str) -> Result<Labeler> {
-    let bert = load_bert(model, &LoadOptions::default())
-        .with_context(|| format!("loading {}", model.display()))?;
+    let bert = ModelRef::new(model).load_classifier()?;
     let trained = trained_data(model);
     Ok(Labeler::Classifier {
         max_tokens: trained
@@ -191,7 +191,7 @@ pub fn classifier_eval(
     batch: usize,
 ) -> Result<(ivg_train::Metrics, usize)> {
     let rows: Vec<LabelRow> = read_jsonl(data_path)?;
-    let bert = load_bert(model, &LoadOptions::default())?;
+    let bert = ModelRef::new(model).load_classifier()?;
     let tokenizer = load_tokenizer(model)?;
     let data = trained_data(model).unwrap_or_else(|| DataSpec {
         train: PathBuf::new(),

@@ -6,7 +6,6 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use ivg_decode::{guided_generate_seeded, row_seed};
@@ -121,7 +120,7 @@ pub struct SampleJob<'a> {
 /// Runs `job`; progress lines start with `label`. Returns the row count.
 pub fn sample(job: &SampleJob<'_>, label: &str) -> Result<usize> {
     let lm = load_lm(job.model, false)?;
-    let base_tokenizer = Arc::new(lm.tokenizer.clone());
+    let base_tokenizer = lm.tokenizer.clone();
     let mut values = crate::guided::build_values(job.guide, job.config, &base_tokenizer)?;
     let mut guides = crate::guided::guides(&lm, &mut values);
     // Sample j of prompt i is row i*n + j of the output.

@@ -5,7 +5,6 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -170,7 +169,7 @@ impl Evaluator<'_> {
             EvalMethod::Matrix(_) => (base, c.eval.template.clone()),
         };
         let args = self.guide_args()?;
-        let base_tokenizer = Arc::new(lm.tokenizer.clone());
+        let base_tokenizer = lm.tokenizer.clone();
         let mut values = crate::guided::build_values(&args, &run.config, &base_tokenizer)?;
         let mut models = crate::guided::guides(lm, &mut values);
         let stop_ids = lm.stop_ids();
