@@ -303,3 +303,27 @@ fn guidance_and_guide_files_name_the_file() {
         "{err}"
     );
 }
+
+#[test]
+fn the_documented_example_parses() {
+    // The example of `guide_spec.rs`'s module documentation.
+    let text = r#"
+beta_v = 1.0
+[[implicit]]
+tuned = "asset:smollm2"
+tuned_template = "A positive review: {prompt}"
+[explicit]
+kind = "classifier"
+model = { path = "models/sentiment", device = "cpu" }
+label = 1
+"#;
+    let spec: GuideSpec = toml::from_str(text).expect("the documented example");
+    assert_eq!(spec.implicit[0].tuned, ModelRef::new("asset:smollm2"));
+    assert_eq!(
+        spec.explicit,
+        Some(ExplicitSpec::Classifier {
+            model: ModelRef::new("models/sentiment"),
+            label: 1
+        })
+    );
+}
