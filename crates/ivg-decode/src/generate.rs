@@ -2,12 +2,15 @@
 //! left-padded batch, then one forward per step for the rows still running.
 //! Finished rows are dropped from the batch (their state rows reordered away),
 //! so cost follows the live rows. Each row samples with its own seeded RNG
-//! ([`row_seed`]), so a row's output does not depend on its batch-mates.
-//! This is the `Base` policy of method.md; guided policies build on it.
+//! ([`crate::row_seed`]), so a row's output does not depend on its batch-mates.
+//! This is the `Base` policy of method.md, run by the step-wise engine; the
+//! decoding error type lives here.
 
-use ivg_models::{CausalLm, LogitsSpan, ModelError};
+use ivg_models::{CausalLm, ModelError};
 
-use crate::sampling::{row_seed, Sampler, SamplingConfig, SamplingError};
+use crate::engine::{Engine, Event, Request};
+use crate::guidance::{ChunkRanking, GuidanceConfig, TokenPolicy};
+use crate::sampling::{SamplingConfig, SamplingError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
@@ -68,7 +71,9 @@ pub struct Generation {
 }
 
 /// Generates for every prompt; `on_token(row, token)` is called as tokens are
-/// chosen (for streaming). Rows are the prompts' indices.
+/// chosen (for streaming). Rows are the prompts' indices. This is the Base
+/// configuration of the step-wise [`Engine`]: a row's tokens do not depend on
+/// the other prompts of the batch.
 pub fn generate(
     model: &CausalLm,
     prompts: &[Vec<u32>],
@@ -76,9 +81,27 @@ pub fn generate(
     on_token: &mut dyn FnMut(usize, u32),
 ) -> Result<Vec<Generation>, DecodeError> {
     config.validate()?;
-    let mut samplers = (0..prompts.len())
-        .map(|r| Sampler::new(config.sampling.clone(), row_seed(config.seed, r)))
-        .collect::<Result<Vec<_>, _>>()?;
+    let guidance = GuidanceConfig {
+        token: TokenPolicy::Base,
+        chunk: ChunkRanking::None,
+        width: 1,
+        successors: 1,
+        chunk_len: None,
+        max_new_tokens: config.max_new_tokens,
+        sampling: config.sampling.clone(),
+        seed: config.seed,
+        stop_strings: Vec::new(),
+    };
+    let mut engine = Engine::new(model, None, config.stop_ids.clone());
+    for (p, ids) in prompts.iter().enumerate() {
+        engine.admit(Request::new(
+            String::new(),
+            ids.clone(),
+            guidance.clone(),
+            p,
+            None,
+        ))?;
+    }
     let mut out: Vec<Generation> = prompts
         .iter()
         .map(|_| Generation {
@@ -86,33 +109,22 @@ pub fn generate(
             finish: FinishReason::Length,
         })
         .collect();
-    let mut state = model.new_state();
-    let mut logits = model.prefill(prompts, &mut state, LogitsSpan::Last)?;
-    // `live[i]` is the prompt index of batch row `i`.
-    let mut live: Vec<usize> = (0..prompts.len()).collect();
-    for step in 0..config.max_new_tokens {
-        let rows = logits.to_vec2::<f32>()?;
-        let mut keep = Vec::with_capacity(live.len());
-        let mut next = Vec::with_capacity(live.len());
-        for (i, &p) in live.iter().enumerate() {
-            let token = samplers[p].sample(&rows[i])?;
-            out[p].tokens.push(token);
-            on_token(p, token);
-            if config.stop_ids.contains(&token) {
-                out[p].finish = FinishReason::Stop;
-            } else {
-                keep.push(i);
-                next.push(token);
+    while !engine.is_idle() {
+        for event in engine.step()? {
+            // Ids are given in admission order from 0: the prompt index.
+            match event {
+                Event::Tokens { id, tokens } => {
+                    tokens.iter().for_each(|&t| on_token(id as usize, t))
+                }
+                Event::Finished { id, output } => {
+                    out[id as usize] = Generation {
+                        tokens: output.tokens,
+                        finish: output.finish,
+                    }
+                }
+                Event::Chunk { .. } => {}
             }
         }
-        if keep.is_empty() || step + 1 == config.max_new_tokens {
-            break;
-        }
-        if keep.len() < live.len() {
-            state.reorder(&keep)?;
-            live = keep.iter().map(|&i| live[i]).collect();
-        }
-        logits = model.step(&next, &mut state)?;
     }
     Ok(out)
 }

@@ -7,13 +7,13 @@ pub mod sampling;
 pub use sampling::{row_seed, Sampler, SamplingConfig, SamplingError};
 pub mod engine;
 pub mod generate;
-pub mod guide_source;
 pub mod guidance;
+pub mod guide_source;
 
 pub use engine::{
-    first_token_logits, guided_generate, guided_generate_seeded, ChunkTrace, GuidedOutput, Guides,
-    TraceCandidate,
+    first_token_logits, guided_generate, guided_generate_seeded, value_feeds, ChunkTrace, Engine,
+    Event, GuideSetId, GuidedOutput, Guides, Request, RequestId, TraceCandidate,
 };
 pub use generate::{generate, DecodeError, FinishReason, GenerateConfig, Generation};
-pub use guide_source::{GuideSource, ValueRole};
 pub use guidance::{ChunkRanking, GuidanceConfig, Method, TokenPolicy};
+pub use guide_source::{GuideSource, ValueRole};

@@ -24,12 +24,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use ivg_decode::{
-    guided_generate, row_seed, ChunkRanking, ChunkTrace, FinishReason, GuidanceConfig,
-    GuidedOutput, Guides, Method, Sampler, SamplingConfig, TokenPolicy, TraceCandidate,
+    guided_generate, row_seed, ChunkRanking, ChunkTrace, DecodeError, Engine, Event, FinishReason,
+    GuidanceConfig, GuideSource, GuidedOutput, Guides, Method, Request, Sampler, SamplingConfig,
+    TokenPolicy, TraceCandidate, ValueRole,
 };
 use ivg_models::{CausalLm, LogitsSpan};
 use ivg_testkit::{ids, tiny_model as model, word_tokenizer as tokenizer};
-use ivg_value::{Feed, ImplicitPair, ImplicitValue, QValue};
+use ivg_value::{Feed, ImplicitPair, ImplicitValue, QValue, ValueFunction};
 
 // ---------------------------------------------------------------- fixtures
 
@@ -675,4 +676,112 @@ fn engine_matches_the_naive_reference_when_sampling() {
         finished_competes,
         "no finished candidate competed with a live one"
     );
+}
+
+// ------------------------------------- continuous batching against the reference
+
+/// The reference's guides as a guide set the step-wise engine builds its
+/// value functions from (one per role and feed, shared by the requests).
+struct ReferenceGuides;
+
+impl GuideSource for ReferenceGuides {
+    fn name(&self) -> &str {
+        "reference"
+    }
+
+    fn has(&self, _role: ValueRole) -> bool {
+        true
+    }
+
+    fn build(&self, role: ValueRole, feed: Feed) -> Result<Box<dyn ValueFunction>, DecodeError> {
+        let tok = tokenizer();
+        Ok(match role {
+            ValueRole::Implicit => {
+                let pair = ImplicitPair {
+                    tuned: model("llama"),
+                    tuned_template: TUNED_TEMPLATE.into(),
+                    reference: model("qwen2"),
+                    reference_template: REF_TEMPLATE.into(),
+                    tokenizer: tok,
+                    weight: PAIR_WEIGHT,
+                };
+                Box::new(ImplicitValue::new(
+                    "implicit",
+                    vec![pair],
+                    BETA_V_IMPLICIT,
+                    feed,
+                )?)
+            }
+            ValueRole::Explicit => Box::new(QValue::new(
+                "q",
+                model("gpt2"),
+                Q_TEMPLATE,
+                tok,
+                BETA_V_EXPLICIT,
+                feed,
+            )?),
+        })
+    }
+}
+
+#[test]
+fn staggered_mixed_requests_match_the_naive_reference() {
+    // Every method for every prompt, 27 requests in one engine: request `i`
+    // joins before step `i % 7`, so requests join at first steps, mid-chunk
+    // and at chunk boundaries of those already running, and methods mix.
+    let naive = Naive::new();
+    let sampling = SamplingConfig {
+        temperature: 1.0,
+        top_k: None,
+        top_p: None,
+    };
+    let shape = shape(sampling.clone(), 9);
+    let base = model("gemma3");
+    let tok = tokenizer();
+    let mut engine = Engine::new(&base, Some(&tok), STOPS.to_vec());
+    let guides = engine.add_guides(Arc::new(ReferenceGuides));
+    let plan_of: Vec<(Method, usize)> = Method::ALL
+        .into_iter()
+        .flat_map(|m| (0..PROMPTS.len()).map(move |p| (m, p)))
+        .collect();
+    let mut outputs: BTreeMap<usize, GuidedOutput> = BTreeMap::new();
+    let mut index_of = BTreeMap::new();
+    let mut max_rows = 0;
+    for step in 0.. {
+        for (i, &(m, p)) in plan_of.iter().enumerate().filter(|(i, _)| i % 7 == step) {
+            let request = Request::new(
+                PROMPTS[p],
+                ids(PROMPTS[p]),
+                m.config(&shape, BETA),
+                p,
+                Some(guides),
+            );
+            index_of.insert(engine.admit(request).expect("admit"), i);
+        }
+        for event in engine.step().expect("step") {
+            if let Event::Finished { id, output } = event {
+                outputs.insert(index_of[&id], output);
+            }
+        }
+        max_rows = max_rows.max(engine.rows());
+        if step >= 7 && engine.is_idle() {
+            break;
+        }
+    }
+    assert!(
+        max_rows > 20,
+        "the requests barely overlapped: {max_rows} rows at most"
+    );
+    for (i, &(m, p)) in plan_of.iter().enumerate() {
+        let want = naive.decode(p, &plan(m), &sampling, row_seed(shape.seed, p), &STOPS);
+        let got = &outputs[&i];
+        let label = format!("{} prompt {p}", m.name());
+        assert_eq!(got.tokens, want.tokens, "{label}: tokens");
+        assert!(
+            close(got.value, want.value),
+            "{label}: value {} vs {}",
+            got.value,
+            want.value
+        );
+    }
 }
