@@ -192,7 +192,7 @@ fn cases() -> Vec<Case> {
         c("beta 1e999", ivg("beta", "1e999"), ClientError(None)),
         c("top_k -1", ivg("top_k", "-1"), ClientError(Some("ivg"))),
         c("guided method on a base-only preset",
-          format!("{{\"model\":\"tiny\",\"prompt\":\"t5\",\"max_tokens\":2,\"ivg\":{{\"method\":\"ivg\"}}}}").into_bytes(),
+          br#"{"model":"tiny","prompt":"t5","max_tokens":2,"ivg":{"method":"ivg"}}"#.to_vec(),
           ClientError(None)),
         // chat
         chat("messages empty", chat_with("[]"), bad("messages")),
@@ -399,11 +399,12 @@ impl Rng {
     }
 
     fn key(&mut self) -> &'static str {
-        *self.pick(&[
+        const KEYS: [&str; 24] = [
             "model", "prompt", "messages", "max_tokens", "temperature", "top_p", "seed", "stop", "n", "stream",
             "user", "ivg", "method", "width", "successors", "chunk_len", "beta", "top_k", "role", "content",
             "tokens", "logprobs", "echo", "x",
-        ])
+        ];
+        KEYS[self.below(KEYS.len())]
     }
 }
 
