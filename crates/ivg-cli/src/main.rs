@@ -12,6 +12,7 @@ mod inspect_cmd;
 mod label_cmd;
 mod load;
 mod sample_cmd;
+mod serve_cmd;
 mod train_cmd;
 
 use std::process::ExitCode;
@@ -59,6 +60,8 @@ enum Command {
     Experiment(experiment::ExperimentCommand),
     /// Cost of every guided method: wall time against the summed model forward time.
     BenchGuided(bench_guided::BenchGuidedArgs),
+    /// Serve guided generation over an OpenAI-compatible HTTP API.
+    Serve(serve_cmd::ServeArgs),
 }
 
 /// Keeps freed tensor buffers in the process. glibc hands every allocation
@@ -113,6 +116,7 @@ fn main() -> ExitCode {
         Command::Label(args) => label_cmd::run(*args),
         Command::Eval(cmd) => label_cmd::run_eval(cmd),
         Command::Experiment(cmd) => experiment::run(cmd),
+        Command::Serve(args) => serve_cmd::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

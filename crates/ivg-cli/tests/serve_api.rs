@@ -57,11 +57,13 @@ fn models_health_metrics_and_unknown_paths() {
     for path in ["/nothing", "/v1/nothing", "/v1/models/x/y"] {
         let r = server.get(path);
         assert_eq!(r.status, 404, "GET {path}: {}", r.body);
-        r.error_param().unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        r.error_param()
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
     }
     let r = server.post_json("/v1/engines", &json!({}));
     assert_eq!(r.status, 404, "POST /v1/engines: {}", r.body);
-    r.error_param().unwrap_or_else(|e| panic!("POST /v1/engines: {e}"));
+    r.error_param()
+        .unwrap_or_else(|e| panic!("POST /v1/engines: {e}"));
 }
 
 #[test]
@@ -70,7 +72,11 @@ fn completion_schema_is_openai_and_deterministic() {
     let body = completion("tiny", 8, 3, json!({}));
     let r = server.post_json("/v1/completions", &body);
     assert_eq!(r.status, 200, "{}", r.body);
-    assert!(r.content_type.starts_with("application/json"), "{}", r.content_type);
+    assert!(
+        r.content_type.starts_with("application/json"),
+        "{}",
+        r.content_type
+    );
     let v = r.json();
     assert!(v["id"].as_str().is_some_and(|s| !s.is_empty()), "id: {v}");
     assert_eq!(v["object"], "text_completion", "{v}");
@@ -84,7 +90,11 @@ fn completion_schema_is_openai_and_deterministic() {
     // The tiny fixtures have no end-of-sequence token: 8 tokens, then length.
     assert_eq!(c["finish_reason"], "length", "{v}");
     let text = c["text"].as_str().expect("text").to_string();
-    assert_eq!(text.split_whitespace().count(), 8, "8 word tokens: {text:?}");
+    assert_eq!(
+        text.split_whitespace().count(),
+        8,
+        "8 word tokens: {text:?}"
+    );
     assert_eq!(
         v["usage"],
         json!({"prompt_tokens": 3, "completion_tokens": 8, "total_tokens": 11}),
@@ -92,14 +102,23 @@ fn completion_schema_is_openai_and_deterministic() {
     );
 
     // Same seed, same text; the prompt as an array of one string too.
-    assert_eq!(completion_text(&server.post_json("/v1/completions", &body)), text);
+    assert_eq!(
+        completion_text(&server.post_json("/v1/completions", &body)),
+        text
+    );
     let mut as_array = body.clone();
     as_array["prompt"] = json!([PROMPT]);
-    assert_eq!(completion_text(&server.post_json("/v1/completions", &as_array)), text);
+    assert_eq!(
+        completion_text(&server.post_json("/v1/completions", &as_array)),
+        text
+    );
     // Unknown top-level fields are ignored.
     let mut extra = body.clone();
     extra["frobnicate"] = json!({"x": [1, 2]});
-    assert_eq!(completion_text(&server.post_json("/v1/completions", &extra)), text);
+    assert_eq!(
+        completion_text(&server.post_json("/v1/completions", &extra)),
+        text
+    );
 
     // Streamed: the chunks' texts concatenate to the same text.
     let mut streamed = body.clone();
@@ -125,7 +144,8 @@ fn completion_schema_is_openai_and_deterministic() {
     assert_eq!(finish.as_deref(), Some("length"));
 
     // Another seed gives another sample (8 tokens over 96 ids).
-    let other = completion_text(&server.post_json("/v1/completions", &completion("tiny", 8, 4, json!({}))));
+    let other =
+        completion_text(&server.post_json("/v1/completions", &completion("tiny", 8, 4, json!({}))));
     assert_ne!(other, text, "seeds 3 and 4 gave the same text");
 }
 
@@ -142,7 +162,10 @@ fn every_method_is_accepted_and_streams_match() {
         let r = server.post_json("/v1/completions", &body);
         assert_eq!(r.status, 200, "method {method}: {}", r.body);
         let v = r.json();
-        let text = v["choices"][0]["text"].as_str().unwrap_or_default().to_string();
+        let text = v["choices"][0]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         assert_eq!(text.split_whitespace().count(), 6, "method {method}: {v}");
         assert_eq!(v["usage"]["completion_tokens"], 6, "method {method}: {v}");
         let again = completion_text(&server.post_json("/v1/completions", &body));
@@ -153,7 +176,11 @@ fn every_method_is_accepted_and_streams_match() {
             .stream("/v1/completions", &s)
             .collect()
             .unwrap_or_else(|e| panic!("method {method}: {e}"));
-        assert_eq!(stream_text(&chunks, 0).0, text, "method {method}: streamed vs plain");
+        assert_eq!(
+            stream_text(&chunks, 0).0,
+            text,
+            "method {method}: streamed vs plain"
+        );
     }
     // The preset's default (efti+cbsi) applies without an `ivg` object.
     let r = server.post_json("/v1/completions", &completion("tiny-ivg", 6, 11, json!({})));
@@ -202,17 +229,32 @@ fn guided_completion_equals_ivg_generate() {
     assert_eq!(choices.len(), 2, "{v}");
     for (i, c) in choices.iter().enumerate() {
         assert_eq!(c["index"], i, "{v}");
-        assert_eq!(c["text"].as_str(), Some(cli[i].as_str()), "choice {i} vs `ivg generate` ### {i}");
+        assert_eq!(
+            c["text"].as_str(),
+            Some(cli[i].as_str()),
+            "choice {i} vs `ivg generate` ### {i}"
+        );
     }
     assert_eq!(v["usage"]["completion_tokens"], 24, "{v}");
     let single = completion_text(&server.post_json("/v1/completions", &run.request(1)));
-    assert_eq!(choices[0]["text"].as_str(), Some(single.as_str()), "choice 0 vs n = 1");
+    assert_eq!(
+        choices[0]["text"].as_str(),
+        Some(single.as_str()),
+        "choice 0 vs n = 1"
+    );
     // Streamed n = 2: each index concatenates to its choice.
     let mut s = run.request(2);
     s["stream"] = json!(true);
-    let chunks = server.stream("/v1/completions", &s).collect().expect("stream");
+    let chunks = server
+        .stream("/v1/completions", &s)
+        .collect()
+        .expect("stream");
     for (i, want) in cli.iter().enumerate() {
-        assert_eq!(&stream_text(&chunks, i as u64).0, want, "streamed choice {i}");
+        assert_eq!(
+            &stream_text(&chunks, i as u64).0,
+            want,
+            "streamed choice {i}"
+        );
     }
 
     // Base on the base-only preset equals `ivg generate --method base`.
@@ -233,7 +275,9 @@ fn guided_completion_equals_ivg_generate() {
         PROMPT,
     ]);
     let cli = cli.strip_suffix('\n').unwrap_or(&cli);
-    let served = completion_text(&server.post_json("/v1/completions", &completion("tiny", 12, 5, json!({}))));
+    let served = completion_text(
+        &server.post_json("/v1/completions", &completion("tiny", 12, 5, json!({}))),
+    );
     assert_eq!(served, cli, "base: served vs `ivg generate --method base`");
 }
 
@@ -254,13 +298,27 @@ fn stop_strings_cut_the_text() {
         let r = server.post_json("/v1/completions", &b);
         assert_eq!(r.status, 200, "stop {stop_field}: {}", r.body);
         let v = r.json();
-        assert_eq!(v["choices"][0]["text"].as_str(), Some(want), "stop {stop_field}: {v}");
-        assert_eq!(v["choices"][0]["finish_reason"], "stop", "stop {stop_field}: {v}");
+        assert_eq!(
+            v["choices"][0]["text"].as_str(),
+            Some(want),
+            "stop {stop_field}: {v}"
+        );
+        assert_eq!(
+            v["choices"][0]["finish_reason"], "stop",
+            "stop {stop_field}: {v}"
+        );
         b["stream"] = json!(true);
-        let chunks = server.stream("/v1/completions", &b).collect().expect("stream");
+        let chunks = server
+            .stream("/v1/completions", &b)
+            .collect()
+            .expect("stream");
         let (text, finish) = stream_text(&chunks, 0);
         assert_eq!(text, want, "streamed, stop {stop_field}");
-        assert_eq!(finish.as_deref(), Some("stop"), "streamed, stop {stop_field}");
+        assert_eq!(
+            finish.as_deref(),
+            Some("stop"),
+            "streamed, stop {stop_field}"
+        );
     }
     // A stop string that never occurs changes nothing.
     let mut b = body.clone();
@@ -275,19 +333,28 @@ fn stop_strings_cut_the_text() {
 #[test]
 fn tokenize_detokenize_round_trip() {
     let (_fx, server) = tiny_server(Limits::default());
-    for body in [json!({"prompt": PROMPT}), json!({"model": "tiny", "prompt": PROMPT})] {
+    for body in [
+        json!({"prompt": PROMPT}),
+        json!({"model": "tiny", "prompt": PROMPT}),
+    ] {
         let r = server.post_json("/tokenize", &body);
         assert_eq!(r.status, 200, "{body}: {}", r.body);
-        assert_eq!(r.json(), json!({"tokens": [5, 17, 3], "count": 3}), "{body}");
+        assert_eq!(r.json()["tokens"], json!([5, 17, 3]), "{body}");
+        assert_eq!(r.json()["count"], 3, "{body}");
     }
     let r = server.post_json("/detokenize", &json!({"tokens": [5, 17, 3]}));
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json(), json!({"prompt": PROMPT}));
     // A generated completion goes back to its ids and text.
-    let text = completion_text(&server.post_json("/v1/completions", &completion("tiny", 6, 2, json!({}))));
-    let ids = server.post_json("/tokenize", &json!({"prompt": text.trim()})).json();
+    let text =
+        completion_text(&server.post_json("/v1/completions", &completion("tiny", 6, 2, json!({}))));
+    let ids = server
+        .post_json("/tokenize", &json!({"prompt": text.trim()}))
+        .json();
     assert_eq!(ids["count"], 6, "{ids}");
-    let back = server.post_json("/detokenize", &json!({"tokens": ids["tokens"]})).json();
+    let back = server
+        .post_json("/detokenize", &json!({"tokens": ids["tokens"]}))
+        .json();
     assert_eq!(back["prompt"].as_str(), Some(text.trim()));
 }
 
@@ -310,7 +377,10 @@ fn metrics_count_requests_and_tokens() {
     let (_fx, server) = tiny_server(Limits::default());
     let m0 = server.metrics();
     completion_text(&server.post_json("/v1/completions", &completion("tiny", 5, 1, json!({}))));
-    let bad = server.post_json("/v1/completions", &json!({"model": "tiny", "prompt": PROMPT, "n": 0}));
+    let bad = server.post_json(
+        "/v1/completions",
+        &json!({"model": "tiny", "prompt": PROMPT, "n": 0}),
+    );
     assert_eq!(bad.status, 400, "{}", bad.body);
     let m1 = server.metrics();
     let d = |s: &str| m1.value(s) - m0.value(s);
@@ -393,7 +463,13 @@ fn sigterm_finishes_in_flight_requests_and_refuses_new_ones() {
     std::thread::sleep(Duration::from_millis(300));
     let agent = agent(Duration::from_secs(30));
     let body = completion("tiny", 4, 1, json!({})).to_string().into_bytes();
-    match request(&agent, "POST", &server.url("/v1/completions"), Some(body), Some("application/json")) {
+    match request(
+        &agent,
+        "POST",
+        &server.url("/v1/completions"),
+        Some(body),
+        Some("application/json"),
+    ) {
         Ok(r) => {
             assert_eq!(r.status, 503, "a request after SIGTERM: {}", r.body);
             r.error_param().expect("503 error shape");
@@ -402,7 +478,8 @@ fn sigterm_finishes_in_flight_requests_and_refuses_new_ones() {
             "a request after SIGTERM got no answer ({e}); the server {}",
             match server.exited() {
                 Some(s) => format!("had already exited ({s})"),
-                None => "was still running (listener closed before in-flight requests ended?)".into(),
+                None =>
+                    "was still running (listener closed before in-flight requests ended?)".into(),
             }
         ),
     }
@@ -416,14 +493,25 @@ fn sigterm_finishes_in_flight_requests_and_refuses_new_ones() {
         }
         rest.push(serde_json::from_str::<Value>(&d).expect("json chunk"));
     }
-    assert!(done, "the in-flight stream ended without [DONE] after SIGTERM");
+    assert!(
+        done,
+        "the in-flight stream ended without [DONE] after SIGTERM"
+    );
     for i in 0..8 {
         let (_, finish) = stream_text(&rest, i);
-        assert_eq!(finish.as_deref(), Some("length"), "choice {i} after SIGTERM");
+        assert_eq!(
+            finish.as_deref(),
+            Some("length"),
+            "choice {i} after SIGTERM"
+        );
     }
     let status = server.wait_exit(Duration::from_secs(60));
     match status {
-        Some(s) => assert!(s.success(), "exit status after SIGTERM: {s}\n{}", server.stderr_tail()),
+        Some(s) => assert!(
+            s.success(),
+            "exit status after SIGTERM: {s}\n{}",
+            server.stderr_tail()
+        ),
         None => panic!("still running 60 s after SIGTERM\n{}", server.stderr_tail()),
     }
 }
@@ -434,7 +522,12 @@ fn sigterm_finishes_in_flight_requests_and_refuses_new_ones() {
 fn smollm2_chat_without_config() {
     let server = Server::start_args(&[], SMOLLM2_READY);
     let v = server.get("/v1/models").json();
-    let ids: Vec<&str> = v["data"].as_array().expect("data").iter().filter_map(|m| m["id"].as_str()).collect();
+    let ids: Vec<&str> = v["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .filter_map(|m| m["id"].as_str())
+        .collect();
     assert_eq!(ids, ["smollm2"], "{v}");
     let body = json!({
         "model": "smollm2",
@@ -455,12 +548,23 @@ fn smollm2_chat_without_config() {
     let c = &v["choices"][0];
     assert_eq!(c["index"], 0, "{v}");
     assert_eq!(c["message"]["role"], "assistant", "{v}");
-    let content = c["message"]["content"].as_str().expect("content").to_string();
+    let content = c["message"]["content"]
+        .as_str()
+        .expect("content")
+        .to_string();
     assert!(!content.is_empty(), "{v}");
-    assert!(matches!(c["finish_reason"].as_str(), Some("stop" | "length")), "{v}");
+    assert!(
+        matches!(c["finish_reason"].as_str(), Some("stop" | "length")),
+        "{v}"
+    );
     let usage = &v["usage"];
-    assert!(usage["prompt_tokens"].as_u64().is_some_and(|n| n > 10), "{v}");
-    let completion_tokens = usage["completion_tokens"].as_u64().expect("completion_tokens");
+    assert!(
+        usage["prompt_tokens"].as_u64().is_some_and(|n| n > 10),
+        "{v}"
+    );
+    let completion_tokens = usage["completion_tokens"]
+        .as_u64()
+        .expect("completion_tokens");
     assert!((1..=8).contains(&completion_tokens), "{v}");
     assert_eq!(
         usage["total_tokens"].as_u64(),
@@ -469,7 +573,10 @@ fn smollm2_chat_without_config() {
 
     let mut s = body.clone();
     s["stream"] = json!(true);
-    let chunks = server.stream("/v1/chat/completions", &s).collect().expect("stream");
+    let chunks = server
+        .stream("/v1/chat/completions", &s)
+        .collect()
+        .expect("stream");
     for ch in &chunks {
         assert_eq!(ch["object"], "chat.completion.chunk", "{ch}");
     }

@@ -27,6 +27,8 @@ pub struct GuidanceSpec {
     pub chunk_len: Option<usize>,
     /// EFT strength `beta` (token-wise methods).
     pub beta: f64,
+    /// New tokens at most (`max_tokens` in a server preset, as in the OpenAI API).
+    #[serde(alias = "max_tokens")]
     pub max_new_tokens: usize,
     /// 0 is greedy.
     pub temperature: f64,
