@@ -42,6 +42,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/tokenize", post(tokenize))
         .route("/detokenize", post(detokenize))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(app)
 }
@@ -93,6 +94,11 @@ async fn model(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response 
         None => ApiError::not_found(Some("model"), format!("the model `{id}` does not exist"))
             .into_response(),
     }
+}
+
+async fn method_not_allowed() -> Response {
+    ApiError::with_status(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this endpoint does not take that method")
+        .into_response()
 }
 
 async fn not_found() -> Response {
@@ -559,6 +565,14 @@ async fn tokenize(State(app): State<Arc<App>>, b: Result<Bytes, BytesRejection>)
     let run = || -> Result<Value, ApiError> {
         let ready = ready(&app)?;
         let map = parse_object(&body(b)?)?;
+        let edge = Edge {
+            presets: &ready.presets,
+            tokenizer: &ready.tokenizer,
+            base_template: &ready.base_template,
+            context: ready.context,
+            max_n: app.config.server.max_n,
+        };
+        crate::validate::preset(&map, &edge)?;
         let prompt = match map.get("prompt") {
             Some(Value::String(s)) => s,
             _ => {

@@ -184,7 +184,7 @@ fn kind(v: &Value) -> &'static str {
 /// The preset `model` names (the first one when absent).
 pub fn preset(map: &Map<String, Value>, edge: &Edge<'_>) -> Result<(usize, String), ApiError> {
     let name = match map.get("model") {
-        None | Some(Value::Null) => return Ok((0, edge.presets[0].name.clone())),
+        None => return Ok((0, edge.presets[0].name.clone())),
         Some(Value::String(s)) => s,
         Some(other) => {
             return Err(ApiError::invalid(
