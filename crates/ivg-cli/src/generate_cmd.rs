@@ -89,7 +89,10 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             encode_prompt(&lm, &templated, args.chat, args.system.as_deref())
         })
         .collect::<Result<Vec<_>>>()?;
-    let plain = guidance.rows_per_prompt() == 1 && guidance.token == ivg_decode::TokenPolicy::Base;
+    // Stop strings need the engine's text check (the plain loop knows ids only).
+    let plain = guidance.rows_per_prompt() == 1
+        && guidance.token == ivg_decode::TokenPolicy::Base
+        && guidance.stop_strings.is_empty();
     if !plain {
         return crate::guided::run(&lm, &args.guide, &texts, &prompts, &guidance);
     }

@@ -141,3 +141,56 @@ fn bad_settings_and_guides_are_named() {
         );
     }
 }
+
+/// The completion printed for prompt 0 (`### 0: PROMPT` then the text).
+fn completion(stdout: &str) -> String {
+    let mut lines = stdout.lines().skip_while(|l| !l.starts_with("### 0:"));
+    lines.next();
+    lines.next().unwrap_or_default().to_string()
+}
+
+#[test]
+fn base_generation_honours_stop_strings() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let m = tiny_model(dir.path());
+    let m = m.to_str().expect("utf8");
+    let args = |stop: Option<&'static str>| -> Vec<String> {
+        let mut a: Vec<&str> = vec![
+            "generate",
+            "--model",
+            m,
+            "--method",
+            "base",
+            "--max-new-tokens",
+            "12",
+            "--temperature",
+            "0",
+            "--prompt",
+            "t5 t6",
+            "--prompt",
+            "t7",
+        ];
+        if let Some(s) = stop {
+            a.extend(["--stop", s]);
+        }
+        a.into_iter().map(String::from).collect()
+    };
+    let run = |a: Vec<String>| ivg(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let free = run(args(None));
+    assert!(free.status.success(), "{}", stderr(&free));
+    let free = String::from_utf8_lossy(&free.stdout).into_owned();
+    let text = completion(&free);
+    let words: Vec<&str> = text.split_whitespace().collect();
+    assert!(words.len() >= 4, "{free}");
+    // Stop on the third word: the completion ends with its first occurrence.
+    let stop: &'static str = words[2].to_string().leak();
+    let first = words.iter().position(|w| *w == stop).expect("stop word");
+    let stopped = run(args(Some(stop)));
+    assert!(stopped.status.success(), "{}", stderr(&stopped));
+    let got = completion(&String::from_utf8_lossy(&stopped.stdout));
+    assert_eq!(
+        got.split_whitespace().collect::<Vec<_>>(),
+        words[..=first].to_vec(),
+        "{free}"
+    );
+}

@@ -181,9 +181,9 @@ impl BertWithHead {
             );
             mask.extend((0..n).map(|k| u32::from(k < row.len())));
         }
-        let device = Device::Cpu;
-        let ids_t = candle_core::Tensor::from_vec(flat, (ids.len(), n), &device)?;
-        let mask_t = candle_core::Tensor::from_vec(mask, (ids.len(), n), &device)?;
+        let device = self.encoder.device();
+        let ids_t = candle_core::Tensor::from_vec(flat, (ids.len(), n), device)?;
+        let mask_t = candle_core::Tensor::from_vec(mask, (ids.len(), n), device)?;
         head.forward(&self.encoder.forward(&ids_t, &mask_t)?)
     }
 }

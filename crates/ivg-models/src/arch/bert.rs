@@ -25,6 +25,8 @@ pub struct BertModel {
     emb_norm: Norm,
     layers: Vec<Layer>,
     config: BertConfig,
+    /// Where the weights live: inputs built by callers go there too.
+    device: candle_core::Device,
 }
 
 fn load_layer(w: &Weights, c: &BertConfig) -> Result<Layer> {
@@ -84,11 +86,16 @@ impl BertModel {
             emb_norm: Norm::layer(&e, "LayerNorm", c.hidden_size, c.layer_norm_eps)?,
             layers,
             config: c.clone(),
+            device: w.device().clone(),
         })
     }
 
     pub fn config(&self) -> &BertConfig {
         &self.config
+    }
+
+    pub fn device(&self) -> &candle_core::Device {
+        &self.device
     }
 
     /// `ids, attention_mask: (batch, seq)` u32 (mask 1 = token, 0 = padding;
