@@ -104,52 +104,164 @@ fn cases() -> Vec<Case> {
         // The body as a whole.
         c("empty body", Vec::new(), Status(400, None)),
         c("not JSON", b"hello".to_vec(), Status(400, None)),
-        c("truncated JSON", br#"{"model":"tiny","prompt":"t5""#.to_vec(), Status(400, None)),
-        c("truncated in a string", br#"{"model":"tiny","prompt":"t5"#.to_vec(), Status(400, None)),
+        c(
+            "truncated JSON",
+            br#"{"model":"tiny","prompt":"t5""#.to_vec(),
+            Status(400, None),
+        ),
+        c(
+            "truncated in a string",
+            br#"{"model":"tiny","prompt":"t5"#.to_vec(),
+            Status(400, None),
+        ),
         c("array body", b"[]".to_vec(), Status(400, None)),
-        c("array of a request", format!("[{}]", good()).into_bytes(), Status(400, None)),
+        c(
+            "array of a request",
+            format!("[{}]", good()).into_bytes(),
+            Status(400, None),
+        ),
         c("string body", b"\"t5 t17\"".to_vec(), Status(400, None)),
         c("null body", b"null".to_vec(), Status(400, None)),
         c("number body", b"42".to_vec(), Status(400, None)),
-        c("trailing garbage", format!("{} x", good()).into_bytes(), Status(400, None)),
-        c("invalid UTF-8 in a string", b"{\"model\":\"tiny\",\"prompt\":\"t5 \xff\xfe\"}".to_vec(), ClientError(None)),
-        c("invalid UTF-8 outside strings", b"{\"model\":\"tiny\",\xc3\x28\"prompt\":\"t5\"}".to_vec(), Status(400, None)),
+        c(
+            "trailing garbage",
+            format!("{} x", good()).into_bytes(),
+            Status(400, None),
+        ),
+        c(
+            "invalid UTF-8 in a string",
+            b"{\"model\":\"tiny\",\"prompt\":\"t5 \xff\xfe\"}".to_vec(),
+            ClientError(None),
+        ),
+        c(
+            "invalid UTF-8 outside strings",
+            b"{\"model\":\"tiny\",\xc3\x28\"prompt\":\"t5\"}".to_vec(),
+            Status(400, None),
+        ),
         c("nesting 10000 deep", deep.into_bytes(), Status(400, None)),
-        c("NaN as a bare token", with("temperature", "NaN"), ClientError(None)),
-        c("Infinity", with("temperature", "Infinity"), ClientError(None)),
+        c(
+            "NaN as a bare token",
+            with("temperature", "NaN"),
+            ClientError(None),
+        ),
+        c(
+            "Infinity",
+            with("temperature", "Infinity"),
+            ClientError(None),
+        ),
         c("-Infinity", with("top_p", "-Infinity"), ClientError(None)),
-        c("1e999 overflows f64", with("temperature", "1e999"), ClientError(None)),
+        c(
+            "1e999 overflows f64",
+            with("temperature", "1e999"),
+            ClientError(None),
+        ),
         // model
-        c("model missing", without("model"), OkOrClientError(Some("model"))),
-        c("unknown model", with("model", "\"gpt-4\""), Status(404, Some("model"))),
+        c(
+            "model missing",
+            without("model"),
+            OkOrClientError(Some("model")),
+        ),
+        c(
+            "unknown model",
+            with("model", "\"gpt-4\""),
+            Status(404, Some("model")),
+        ),
         c("model a number", with("model", "5"), bad("model")),
-        c("model null", with("model", "null"), ClientError(Some("model"))),
+        c(
+            "model null (as if absent)",
+            with("model", "null"),
+            OkOrClientError(Some("model")),
+        ),
         // prompt
         c("prompt missing", without("prompt"), bad("prompt")),
         c("empty prompt", with("prompt", "\"\""), bad("prompt")),
         c("prompt a number", with("prompt", "5"), bad("prompt")),
         c("prompt null", with("prompt", "null"), bad("prompt")),
-        c("prompt an object", with("prompt", "{\"text\":\"t5\"}"), bad("prompt")),
-        c("prompt two strings", with("prompt", "[\"t5\",\"t6\"]"), bad("prompt")),
+        c(
+            "prompt an object",
+            with("prompt", "{\"text\":\"t5\"}"),
+            bad("prompt"),
+        ),
+        c(
+            "prompt two strings",
+            with("prompt", "[\"t5\",\"t6\"]"),
+            bad("prompt"),
+        ),
         c("prompt empty array", with("prompt", "[]"), bad("prompt")),
-        c("prompt array of one empty string", with("prompt", "[\"\"]"), bad("prompt")),
-        c("prompt token ids (OpenAI allows them)", with("prompt", "[5,17]"), OkOrClientError(Some("prompt"))),
-        c("prompt token ids beyond the vocabulary", with("prompt", "[5,100000]"), bad("prompt")),
-        c("prompt token ids negative", with("prompt", "[5,-1]"), bad("prompt")),
-        c("prompt beyond the context", with("prompt", &format!("\"{long_prompt}\"")), ClientError(None)),
+        c(
+            "prompt array of one empty string",
+            with("prompt", "[\"\"]"),
+            bad("prompt"),
+        ),
+        c(
+            "prompt token ids (OpenAI allows them)",
+            with("prompt", "[5,17]"),
+            OkOrClientError(Some("prompt")),
+        ),
+        c(
+            "prompt token ids beyond the vocabulary",
+            with("prompt", "[5,100000]"),
+            bad("prompt"),
+        ),
+        c(
+            "prompt token ids negative",
+            with("prompt", "[5,-1]"),
+            bad("prompt"),
+        ),
+        c(
+            "prompt beyond the context",
+            with("prompt", &format!("\"{long_prompt}\"")),
+            ClientError(None),
+        ),
         // max_tokens
         c("max_tokens 0", with("max_tokens", "0"), bad("max_tokens")),
         c("max_tokens -1", with("max_tokens", "-1"), bad("max_tokens")),
-        c("max_tokens 1e9", with("max_tokens", "1000000000"), bad("max_tokens")),
-        c("max_tokens u64 max + 1", with("max_tokens", "18446744073709551616"), bad("max_tokens")),
-        c("max_tokens a string", with("max_tokens", "\"5\""), bad("max_tokens")),
-        c("max_tokens 2.5", with("max_tokens", "2.5"), bad("max_tokens")),
-        c("max_tokens true", with("max_tokens", "true"), bad("max_tokens")),
-        c("prompt + max_tokens beyond the context", with("max_tokens", "62"), bad("max_tokens")),
+        c(
+            "max_tokens 1e9",
+            with("max_tokens", "1000000000"),
+            bad("max_tokens"),
+        ),
+        c(
+            "max_tokens u64 max + 1",
+            with("max_tokens", "18446744073709551616"),
+            bad("max_tokens"),
+        ),
+        c(
+            "max_tokens a string",
+            with("max_tokens", "\"5\""),
+            bad("max_tokens"),
+        ),
+        c(
+            "max_tokens 2.5",
+            with("max_tokens", "2.5"),
+            bad("max_tokens"),
+        ),
+        c(
+            "max_tokens true",
+            with("max_tokens", "true"),
+            bad("max_tokens"),
+        ),
+        c(
+            "prompt + max_tokens beyond the context",
+            with("max_tokens", "62"),
+            bad("max_tokens"),
+        ),
         // sampling
-        c("temperature -1", with("temperature", "-1"), bad("temperature")),
-        c("temperature a string", with("temperature", "\"hot\""), bad("temperature")),
-        c("temperature 1e308", with("temperature", "1e308"), OkOrClientError(Some("temperature"))),
+        c(
+            "temperature -1",
+            with("temperature", "-1"),
+            bad("temperature"),
+        ),
+        c(
+            "temperature a string",
+            with("temperature", "\"hot\""),
+            bad("temperature"),
+        ),
+        c(
+            "temperature 1e308",
+            with("temperature", "1e308"),
+            OkOrClientError(Some("temperature")),
+        ),
         c("top_p 0", with("top_p", "0"), bad("top_p")),
         c("top_p 1.5", with("top_p", "1.5"), bad("top_p")),
         c("top_p -0.1", with("top_p", "-0.1"), bad("top_p")),
@@ -157,12 +269,20 @@ fn cases() -> Vec<Case> {
         c("seed -1", with("seed", "-1"), bad("seed")),
         c("seed 1.5", with("seed", "1.5"), bad("seed")),
         c("seed a string", with("seed", "\"x\""), bad("seed")),
-        c("seed u64 max + 1", with("seed", "18446744073709551616"), bad("seed")),
+        c(
+            "seed u64 max + 1",
+            with("seed", "18446744073709551616"),
+            bad("seed"),
+        ),
         // stop, n, stream, user
         c("stop a number", with("stop", "5"), bad("stop")),
         c("stop an array of numbers", with("stop", "[5]"), bad("stop")),
         c("stop an object", with("stop", "{\"a\":1}"), bad("stop")),
-        c("stop an empty string", with("stop", "\"\""), OkOrClientError(Some("stop"))),
+        c(
+            "stop an empty string",
+            with("stop", "\"\""),
+            OkOrClientError(Some("stop")),
+        ),
         c("n 0", with("n", "0"), bad("n")),
         c("n -1", with("n", "-1"), bad("n")),
         c("n 17", with("n", "17"), bad("n")),
@@ -176,57 +296,194 @@ fn cases() -> Vec<Case> {
         c("ivg a string", with("ivg", "\"fast\""), bad("ivg")),
         c("ivg an array", with("ivg", "[]"), bad("ivg")),
         c("ivg a number", with("ivg", "3"), bad("ivg")),
-        c("unknown ivg key", ivg("widht", "2"), ClientError(Some("ivg"))),
-        c("unknown method", ivg("method", "\"dexperts\""), ClientError(Some("ivg"))),
-        c("method a number", ivg("method", "5"), ClientError(Some("ivg"))),
-        c("empty method", ivg("method", "\"\""), ClientError(Some("ivg"))),
+        c(
+            "unknown ivg key",
+            ivg("widht", "2"),
+            ClientError(Some("ivg")),
+        ),
+        c(
+            "unknown method",
+            ivg("method", "\"dexperts\""),
+            ClientError(Some("ivg")),
+        ),
+        c(
+            "method a number",
+            ivg("method", "5"),
+            ClientError(Some("ivg")),
+        ),
+        c(
+            "empty method",
+            ivg("method", "\"\""),
+            ClientError(Some("ivg")),
+        ),
         c("width 0", ivg("width", "0"), ClientError(Some("ivg"))),
         c("width -1", ivg("width", "-1"), ClientError(Some("ivg"))),
-        c("width 1e9", ivg("width", "1000000000"), ClientError(Some("ivg"))),
-        c("width a string", ivg("width", "\"2\""), ClientError(Some("ivg"))),
-        c("successors 0", ivg("successors", "0"), ClientError(Some("ivg"))),
-        c("successors 1e9", ivg("successors", "1000000000"), ClientError(Some("ivg"))),
-        c("chunk_len -1", ivg("chunk_len", "-1"), ClientError(Some("ivg"))),
-        c("chunk_len 2.5", ivg("chunk_len", "2.5"), ClientError(Some("ivg"))),
-        c("beta a string", ivg("beta", "\"x\""), ClientError(Some("ivg"))),
+        c(
+            "width 1e9",
+            ivg("width", "1000000000"),
+            ClientError(Some("ivg")),
+        ),
+        c(
+            "width a string",
+            ivg("width", "\"2\""),
+            ClientError(Some("ivg")),
+        ),
+        c(
+            "successors 0",
+            ivg("successors", "0"),
+            ClientError(Some("ivg")),
+        ),
+        c(
+            "successors 1e9",
+            ivg("successors", "1000000000"),
+            ClientError(Some("ivg")),
+        ),
+        c(
+            "chunk_len -1",
+            ivg("chunk_len", "-1"),
+            ClientError(Some("ivg")),
+        ),
+        c(
+            "chunk_len 2.5",
+            ivg("chunk_len", "2.5"),
+            ClientError(Some("ivg")),
+        ),
+        c(
+            "beta a string",
+            ivg("beta", "\"x\""),
+            ClientError(Some("ivg")),
+        ),
         c("beta 1e999", ivg("beta", "1e999"), ClientError(None)),
         c("top_k -1", ivg("top_k", "-1"), ClientError(Some("ivg"))),
-        c("guided method on a base-only preset",
-          br#"{"model":"tiny","prompt":"t5","max_tokens":2,"ivg":{"method":"ivg"}}"#.to_vec(),
-          ClientError(None)),
+        c(
+            "guided method on a base-only preset",
+            br#"{"model":"tiny","prompt":"t5","max_tokens":2,"ivg":{"method":"ivg"}}"#.to_vec(),
+            ClientError(None),
+        ),
         // chat
         chat("messages empty", chat_with("[]"), bad("messages")),
-        chat("messages missing", {
-            let mut v = good_chat();
-            v.as_object_mut().expect("object").remove("messages");
-            v.to_string().into_bytes()
-        }, bad("messages")),
+        chat(
+            "messages missing",
+            {
+                let mut v = good_chat();
+                v.as_object_mut().expect("object").remove("messages");
+                v.to_string().into_bytes()
+            },
+            bad("messages"),
+        ),
         chat("messages a string", chat_with("\"hi\""), bad("messages")),
-        chat("message without content", chat_with("[{\"role\":\"user\"}]"), ClientError(Some("messages"))),
-        chat("message without role", chat_with("[{\"content\":\"t5\"}]"), ClientError(Some("messages"))),
-        chat("unknown role", chat_with("[{\"role\":\"wizard\",\"content\":\"t5\"}]"), ClientError(Some("messages"))),
-        chat("content a number", chat_with("[{\"role\":\"user\",\"content\":5}]"), ClientError(Some("messages"))),
-        chat("message a string", chat_with("[\"t5\"]"), ClientError(Some("messages"))),
-        chat("chat on a model without a chat template", good_chat().to_string().into_bytes(), ClientError(None)),
-        chat("chat unknown model", {
-            let mut v = good_chat();
-            v["model"] = json!("nope");
-            v.to_string().into_bytes()
-        }, Status(404, Some("model"))),
-        chat("chat truncated", b"{\"model\":\"tiny\",\"messages\":[".to_vec(), Status(400, None)),
+        chat(
+            "message without content",
+            chat_with("[{\"role\":\"user\"}]"),
+            ClientError(Some("messages")),
+        ),
+        chat(
+            "message without role",
+            chat_with("[{\"content\":\"t5\"}]"),
+            ClientError(Some("messages")),
+        ),
+        chat(
+            "unknown role",
+            chat_with("[{\"role\":\"wizard\",\"content\":\"t5\"}]"),
+            ClientError(Some("messages")),
+        ),
+        chat(
+            "content a number",
+            chat_with("[{\"role\":\"user\",\"content\":5}]"),
+            ClientError(Some("messages")),
+        ),
+        chat(
+            "message a string",
+            chat_with("[\"t5\"]"),
+            ClientError(Some("messages")),
+        ),
+        chat(
+            "chat on a model without a chat template",
+            good_chat().to_string().into_bytes(),
+            ClientError(None),
+        ),
+        chat(
+            "chat unknown model",
+            {
+                let mut v = good_chat();
+                v["model"] = json!("nope");
+                v.to_string().into_bytes()
+            },
+            Status(404, Some("model")),
+        ),
+        chat(
+            "chat truncated",
+            b"{\"model\":\"tiny\",\"messages\":[".to_vec(),
+            Status(400, None),
+        ),
         // tokenize / detokenize
-        at("tokenize without prompt", "/tokenize", b"{}".to_vec(), bad("prompt")),
-        at("tokenize prompt a number", "/tokenize", b"{\"prompt\":5}".to_vec(), bad("prompt")),
-        at("tokenize unknown model", "/tokenize", b"{\"model\":\"nope\",\"prompt\":\"t5\"}".to_vec(), Status(404, Some("model"))),
-        at("tokenize not JSON", "/tokenize", b"t5 t6".to_vec(), Status(400, None)),
-        at("detokenize without tokens", "/detokenize", b"{}".to_vec(), bad("tokens")),
-        at("detokenize tokens a string", "/detokenize", b"{\"tokens\":\"t5\"}".to_vec(), bad("tokens")),
-        at("detokenize negative id", "/detokenize", b"{\"tokens\":[-1]}".to_vec(), bad("tokens")),
-        at("detokenize id beyond the vocabulary", "/detokenize", b"{\"tokens\":[100000]}".to_vec(), bad("tokens")),
-        at("detokenize id 2^32", "/detokenize", b"{\"tokens\":[4294967296]}".to_vec(), bad("tokens")),
-        at("detokenize float id", "/detokenize", b"{\"tokens\":[1.5]}".to_vec(), bad("tokens")),
+        at(
+            "tokenize without prompt",
+            "/tokenize",
+            b"{}".to_vec(),
+            bad("prompt"),
+        ),
+        at(
+            "tokenize prompt a number",
+            "/tokenize",
+            b"{\"prompt\":5}".to_vec(),
+            bad("prompt"),
+        ),
+        at(
+            "tokenize unknown model",
+            "/tokenize",
+            b"{\"model\":\"nope\",\"prompt\":\"t5\"}".to_vec(),
+            Status(404, Some("model")),
+        ),
+        at(
+            "tokenize not JSON",
+            "/tokenize",
+            b"t5 t6".to_vec(),
+            Status(400, None),
+        ),
+        at(
+            "detokenize without tokens",
+            "/detokenize",
+            b"{}".to_vec(),
+            bad("tokens"),
+        ),
+        at(
+            "detokenize tokens a string",
+            "/detokenize",
+            b"{\"tokens\":\"t5\"}".to_vec(),
+            bad("tokens"),
+        ),
+        at(
+            "detokenize negative id",
+            "/detokenize",
+            b"{\"tokens\":[-1]}".to_vec(),
+            bad("tokens"),
+        ),
+        at(
+            "detokenize id beyond the vocabulary",
+            "/detokenize",
+            b"{\"tokens\":[100000]}".to_vec(),
+            bad("tokens"),
+        ),
+        at(
+            "detokenize id 2^32",
+            "/detokenize",
+            b"{\"tokens\":[4294967296]}".to_vec(),
+            bad("tokens"),
+        ),
+        at(
+            "detokenize float id",
+            "/detokenize",
+            b"{\"tokens\":[1.5]}".to_vec(),
+            bad("tokens"),
+        ),
         // paths and headers
-        at("unknown path", "/v1/nothing", good().to_string().into_bytes(), Status(404, None)),
+        at(
+            "unknown path",
+            "/v1/nothing",
+            good().to_string().into_bytes(),
+            Status(404, None),
+        ),
         Case {
             name: "text/plain content type",
             path: "/v1/completions",
@@ -242,11 +499,27 @@ fn cases() -> Vec<Case> {
             expect: OkOrClientError(None),
         },
         // Valid edge values are served.
-        c("temperature 0 (greedy)", with("temperature", "0"), Status(200, None)),
+        c(
+            "temperature 0 (greedy)",
+            with("temperature", "0"),
+            Status(200, None),
+        ),
         c("top_p 1", with("top_p", "1"), Status(200, None)),
-        c("chunk_len 0 (infinity)", ivg("chunk_len", "0"), Status(200, None)),
-        c("unknown top-level field", with("frobnicate", "{\"x\":[1,2,3]}"), Status(200, None)),
-        c("max_tokens null", with("max_tokens", "null"), OkOrClientError(Some("max_tokens"))),
+        c(
+            "chunk_len 0 (infinity)",
+            ivg("chunk_len", "0"),
+            Status(200, None),
+        ),
+        c(
+            "unknown top-level field",
+            with("frobnicate", "{\"x\":[1,2,3]}"),
+            Status(200, None),
+        ),
+        c(
+            "max_tokens null",
+            with("max_tokens", "null"),
+            OkOrClientError(Some("max_tokens")),
+        ),
     ]
 }
 
@@ -258,7 +531,8 @@ fn check(expect: Expect, reply: &Reply) -> Result<(), String> {
             (None, _) => Ok(()),
             // `messages` also matches `messages[0].content`, `ivg` `ivg.width`.
             (Some(w), Some(g))
-                if g.strip_prefix(w).is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '['])) =>
+                if g.strip_prefix(w)
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '['])) =>
             {
                 Ok(())
             }
@@ -281,7 +555,11 @@ fn check(expect: Expect, reply: &Reply) -> Result<(), String> {
 fn clip(s: &[u8]) -> String {
     let s = String::from_utf8_lossy(s);
     if s.len() > 160 {
-        format!("{}... ({} bytes)", &s[..s.char_indices().nth(160).map_or(s.len(), |(i, _)| i)], s.len())
+        format!(
+            "{}... ({} bytes)",
+            &s[..s.char_indices().nth(160).map_or(s.len(), |(i, _)| i)],
+            s.len()
+        )
     } else {
         s.into_owned()
     }
@@ -312,18 +590,30 @@ fn malformed_requests_get_named_4xx_never_5xx() {
     big["prompt"] = json!(vec!["t5"; 40_000].join(" "));
     let reply = server.post_json("/v1/completions", &big);
     if let Err(why) = check(Expect::Status(413, None), &reply) {
-        failures.push(format!("oversized body (120 KB): {why}; got {} {}", reply.status, clip(reply.body.as_bytes())));
+        failures.push(format!(
+            "oversized body (120 KB): {why}; got {} {}",
+            reply.status,
+            clip(reply.body.as_bytes())
+        ));
     }
     // Wrong methods on known paths.
     for path in ["/v1/completions", "/v1/chat/completions", "/tokenize"] {
         let reply = server.get(path);
         if let Err(why) = check(Expect::ClientError(None), &reply) {
-            failures.push(format!("GET {path}: {why}; got {} {}", reply.status, clip(reply.body.as_bytes())));
+            failures.push(format!(
+                "GET {path}: {why}; got {} {}",
+                reply.status,
+                clip(reply.body.as_bytes())
+            ));
         }
     }
     // Still serving.
     let after = server.post_json("/v1/completions", &good());
-    assert_eq!(after.status, 200, "a good request after the bad ones: {}", after.body);
+    assert_eq!(
+        after.status, 200,
+        "a good request after the bad ones: {}",
+        after.body
+    );
     let m = server.metrics();
     assert_eq!(m.value("ivg_batch_rows"), 0.0, "{m:?}");
     assert!(
@@ -380,11 +670,29 @@ impl Rng {
                 .clone(),
             4 => json!(self.below(1000) as f64 / 100.0 - 2.0),
             5 => json!(self
-                .pick(&["", "t5", "base", "ivg", "efti+cbsi", "tiny", "tiny-ivg", "user", "\u{0}", "é\u{301}", "🦀", "t5 t17 t3", "{prompt}", "\\\"", "NaN"])
+                .pick(&[
+                    "",
+                    "t5",
+                    "base",
+                    "ivg",
+                    "efti+cbsi",
+                    "tiny",
+                    "tiny-ivg",
+                    "user",
+                    "\u{0}",
+                    "é\u{301}",
+                    "🦀",
+                    "t5 t17 t3",
+                    "{prompt}",
+                    "\\\"",
+                    "NaN"
+                ])
                 .to_string()),
             6 => {
                 let n = self.below(40);
-                json!((0..n).map(|_| char::from_u32(self.below(0x3000) as u32).unwrap_or('x')).collect::<String>())
+                json!((0..n)
+                    .map(|_| char::from_u32(self.below(0x3000) as u32).unwrap_or('x'))
+                    .collect::<String>())
             }
             7 => Value::Array((0..self.below(4)).map(|_| self.value(depth - 1)).collect()),
             _ => {
@@ -400,9 +708,30 @@ impl Rng {
 
     fn key(&mut self) -> &'static str {
         const KEYS: [&str; 24] = [
-            "model", "prompt", "messages", "max_tokens", "temperature", "top_p", "seed", "stop", "n", "stream",
-            "user", "ivg", "method", "width", "successors", "chunk_len", "beta", "top_k", "role", "content",
-            "tokens", "logprobs", "echo", "x",
+            "model",
+            "prompt",
+            "messages",
+            "max_tokens",
+            "temperature",
+            "top_p",
+            "seed",
+            "stop",
+            "n",
+            "stream",
+            "user",
+            "ivg",
+            "method",
+            "width",
+            "successors",
+            "chunk_len",
+            "beta",
+            "top_k",
+            "role",
+            "content",
+            "tokens",
+            "logprobs",
+            "echo",
+            "x",
         ];
         KEYS[self.below(KEYS.len())]
     }
@@ -428,9 +757,21 @@ fn mutate(rng: &mut Rng, body: &Value) -> Vec<u8> {
                 obj.insert(k, rng.value(2));
             }
             3 => {
-                let mut ivg = obj.get("ivg").and_then(Value::as_object).cloned().unwrap_or_default();
+                let mut ivg = obj
+                    .get("ivg")
+                    .and_then(Value::as_object)
+                    .cloned()
+                    .unwrap_or_default();
                 let k = rng
-                    .pick(&["method", "width", "successors", "chunk_len", "beta", "top_k", "wdth"])
+                    .pick(&[
+                        "method",
+                        "width",
+                        "successors",
+                        "chunk_len",
+                        "beta",
+                        "top_k",
+                        "wdth",
+                    ])
                     .to_string();
                 ivg.insert(k, rng.value(1));
                 obj.insert("ivg".into(), Value::Object(ivg));
@@ -477,7 +818,10 @@ fn mutated_requests_never_get_a_5xx() {
                    "stop": ["t1"], "temperature": 0.5, "top_p": 0.9,
                    "ivg": {"method": "ivg", "width": 2, "successors": 2, "chunk_len": 2, "beta": 0.5}}),
         ),
-        ("/v1/completions", json!({"model": "tiny", "prompt": PROMPT, "max_tokens": 3, "stream": true})),
+        (
+            "/v1/completions",
+            json!({"model": "tiny", "prompt": PROMPT, "max_tokens": 3, "stream": true}),
+        ),
         ("/v1/chat/completions", good_chat()),
         ("/tokenize", json!({"model": "tiny", "prompt": PROMPT})),
         ("/detokenize", json!({"tokens": [5, 17, 3]})),
@@ -489,10 +833,19 @@ fn mutated_requests_never_get_a_5xx() {
     for case in 0..200 {
         let (path, base) = rng.pick(&bases);
         let body = mutate(&mut rng, base);
-        let reply = match request(&agent, "POST", &server.url(path), Some(body.clone()), Some("application/json")) {
+        let reply = match request(
+            &agent,
+            "POST",
+            &server.url(path),
+            Some(body.clone()),
+            Some("application/json"),
+        ) {
             Ok(r) => r,
             Err(e) => {
-                failures.push(format!("case {case}: POST {path} {}: no answer ({e})", clip(&body)));
+                failures.push(format!(
+                    "case {case}: POST {path} {}: no answer ({e})",
+                    clip(&body)
+                ));
                 continue;
             }
         };
@@ -515,7 +868,11 @@ fn mutated_requests_never_get_a_5xx() {
     }
     eprintln!("fuzz statuses: {statuses:?}");
     let after = server.post_json("/v1/completions", &good());
-    assert_eq!(after.status, 200, "a good request after the fuzz: {}", after.body);
+    assert_eq!(
+        after.status, 200,
+        "a good request after the fuzz: {}",
+        after.body
+    );
     assert!(
         failures.is_empty(),
         "{} of 200 fuzz cases failed (statuses {statuses:?}):\n{}\nserver stderr (tail):\n{}",
@@ -560,6 +917,13 @@ fn a_full_queue_gets_429() {
     }
     assert!(ok >= 1 && rejected >= 1, "ok {ok}, rejected {rejected}");
     assert_eq!(server.metrics().requests("rejected"), rejected as f64);
-    let texts: Vec<String> = replies.iter().filter(|r| r.status == 200).map(completion_text).collect();
-    assert!(texts.windows(2).all(|w| w[0] == w[1]), "same request, other texts: {texts:?}");
+    let texts: Vec<String> = replies
+        .iter()
+        .filter(|r| r.status == 200)
+        .map(completion_text)
+        .collect();
+    assert!(
+        texts.windows(2).all(|w| w[0] == w[1]),
+        "same request, other texts: {texts:?}"
+    );
 }

@@ -15,7 +15,16 @@ use serve_common::*;
 const CLIENTS: usize = 64;
 const PER_CLIENT: usize = 4;
 const MAX_TOKENS: u64 = 12;
-const LOAD_METHODS: [&str; 8] = ["base", "efti", "cbsi", "ivg", "boni", "efti+cbsi", "bone", "cbse"];
+const LOAD_METHODS: [&str; 8] = [
+    "base",
+    "efti",
+    "cbsi",
+    "ivg",
+    "boni",
+    "efti+cbsi",
+    "bone",
+    "cbse",
+];
 const SEEDS: [u64; 4] = [1, 2, 3, 4];
 
 /// The distinct requests of the load: every method with every seed.
@@ -39,8 +48,12 @@ fn distinct() -> Vec<Value> {
 /// One streamed request: its text (choice 0) and the seconds it took.
 fn streamed(server: &Server, body: &Value) -> Result<(String, f64), String> {
     let start = Instant::now();
-    let sse = Sse::open(&agent(Duration::from_secs(120)), &server.url("/v1/completions"), body)
-        .map_err(|e| format!("no answer: {e}"))?;
+    let sse = Sse::open(
+        &agent(Duration::from_secs(120)),
+        &server.url("/v1/completions"),
+        body,
+    )
+    .map_err(|e| format!("no answer: {e}"))?;
     if sse.status != 200 {
         let status = sse.status;
         return Err(format!("status {status}: {}", sse.body()));
@@ -70,7 +83,11 @@ fn concurrent_streams_equal_their_alone_texts_and_batching_pays() {
     let requests = distinct();
     let alone: Vec<String> = requests
         .iter()
-        .map(|b| streamed(&server, b).unwrap_or_else(|e| panic!("alone {b}: {e}")).0)
+        .map(|b| {
+            streamed(&server, b)
+                .unwrap_or_else(|e| panic!("alone {b}: {e}"))
+                .0
+        })
         .collect();
     for (b, t) in requests.iter().zip(&alone) {
         assert_eq!(tokens(t), MAX_TOKENS as usize, "alone {b}: {t:?}");
@@ -104,7 +121,10 @@ fn concurrent_streams_equal_their_alone_texts_and_batching_pays() {
                         ));
                     }
                 }
-                Err(e) => failures.push(format!("client {client} request {k} ({}): {e}", requests[*i]["ivg"])),
+                Err(e) => failures.push(format!(
+                    "client {client} request {k} ({}): {e}",
+                    requests[*i]["ivg"]
+                )),
             }
         }
     }
@@ -130,7 +150,11 @@ fn concurrent_streams_equal_their_alone_texts_and_batching_pays() {
     );
     assert_eq!(m.value("ivg_batch_rows"), 0.0, "{m:?}");
     assert_eq!(m.value("ivg_queue_depth"), 0.0, "{m:?}");
-    assert_eq!(m.requests("ok"), (requests.len() + CLIENTS * PER_CLIENT) as f64, "{m:?}");
+    assert_eq!(
+        m.requests("ok"),
+        (requests.len() + CLIENTS * PER_CLIENT) as f64,
+        "{m:?}"
+    );
 
     // Continuous batching: 16 base requests one after another, then at once.
     let base: Vec<Value> = (0..16u64)
@@ -143,12 +167,18 @@ fn concurrent_streams_equal_their_alone_texts_and_batching_pays() {
     let t = Instant::now();
     let one_by_one: Vec<String> = base
         .iter()
-        .map(|b| streamed(&server, b).unwrap_or_else(|e| panic!("{b}: {e}")).0)
+        .map(|b| {
+            streamed(&server, b)
+                .unwrap_or_else(|e| panic!("{b}: {e}"))
+                .0
+        })
         .collect();
     let sequential_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
     let at_once: Vec<String> = concurrently(base.len(), |i| {
-        streamed(&server, &base[i]).unwrap_or_else(|e| panic!("{}: {e}", base[i])).0
+        streamed(&server, &base[i])
+            .unwrap_or_else(|e| panic!("{}: {e}", base[i]))
+            .0
     });
     let concurrent_s = t.elapsed().as_secs_f64();
     assert_eq!(at_once, one_by_one, "base texts at once vs one by one");
@@ -158,5 +188,8 @@ fn concurrent_streams_equal_their_alone_texts_and_batching_pays() {
         "continuous batching: 16 base requests x 48 tokens: one by one {seq_tps:.0} tokens/s ({sequential_s:.2} s), at once {con_tps:.0} tokens/s ({concurrent_s:.2} s), ratio {:.2}",
         con_tps / seq_tps
     );
-    eprintln!("serve_load took {:.1} s", test_start.elapsed().as_secs_f64());
+    eprintln!(
+        "serve_load took {:.1} s",
+        test_start.elapsed().as_secs_f64()
+    );
 }

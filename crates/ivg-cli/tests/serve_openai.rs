@@ -60,7 +60,14 @@ fn openai_python() -> PathBuf {
     }
     run(Command::new(env.python()).args(["-m", "venv"]).arg(&venv));
     run(Command::new(&python)
-        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-c"])
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-c",
+        ])
         .arg(constraints())
         .arg(format!("openai=={version}")));
     std::fs::write(&marker, &pins).expect("write the venv marker");
@@ -82,7 +89,14 @@ fn the_openai_python_client_works() {
         // Loopback only: no proxy may see these requests.
         .env("NO_PROXY", "127.0.0.1,localhost")
         .env("no_proxy", "127.0.0.1,localhost");
-    for var in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"] {
+    for var in [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+    ] {
         cmd.env_remove(var);
     }
     let out = cmd.output().expect("run openai_client.py");

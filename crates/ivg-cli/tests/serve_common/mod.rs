@@ -42,15 +42,16 @@ impl Server {
     /// `ivg serve ARGS --host 127.0.0.1 --port 0`, waiting up to `ready`
     /// for /health to answer 200.
     pub fn start_args(args: &[&str], ready: Duration) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ivg"))
-            .arg("serve")
-            .args(args)
-            .args(["--host", "127.0.0.1", "--port", "0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn ivg serve");
+        let mut child =
+            Command::new(std::env::var("IVG_STANDIN").unwrap_or(env!("CARGO_BIN_EXE_ivg").into())) // STANDIN-TEMP
+                .arg("serve")
+                .args(args)
+                .args(["--host", "127.0.0.1", "--port", "0"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn ivg serve");
         let stderr = child.stderr.take().expect("piped stderr");
         let tail = Arc::new(Mutex::new(VecDeque::new()));
         let (tx, rx) = mpsc::channel::<String>();
@@ -142,7 +143,9 @@ impl Server {
 
     /// The exit status once the process has ended.
     pub fn exited(&mut self) -> Option<ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// Sends SIGTERM (through `kill`, so no libc binding is needed).
@@ -226,8 +229,9 @@ impl Server {
 
     /// POST a JSON body and open its answer as a stream (SSE when 200).
     pub fn stream(&self, path: &str, body: &Value) -> Sse {
-        Sse::open(&agent(Duration::from_secs(300)), &self.url(path), body)
-            .unwrap_or_else(|e| panic!("stream {path}: {e}\nserver stderr:\n{}", self.stderr_tail()))
+        Sse::open(&agent(Duration::from_secs(300)), &self.url(path), body).unwrap_or_else(|e| {
+            panic!("stream {path}: {e}\nserver stderr:\n{}", self.stderr_tail())
+        })
     }
 
     /// The samples of `/metrics`, by series name with labels
@@ -306,7 +310,10 @@ impl Reply {
     /// The body as JSON; panics with the body when it is not.
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| {
-            panic!("status {}: body is not JSON ({e}): {:?}", self.status, self.body)
+            panic!(
+                "status {}: body is not JSON ({e}): {:?}",
+                self.status, self.body
+            )
         })
     }
 
@@ -395,11 +402,17 @@ impl Sse {
         let mut chunks = Vec::new();
         loop {
             match self.next_data() {
-                None => return Err(format!("stream ended without [DONE] after {} chunks", chunks.len())),
+                None => {
+                    return Err(format!(
+                        "stream ended without [DONE] after {} chunks",
+                        chunks.len()
+                    ))
+                }
                 Some(Err(e)) => return Err(format!("reading the stream: {e}")),
                 Some(Ok(d)) if d == "[DONE]" => break,
                 Some(Ok(d)) => chunks.push(
-                    serde_json::from_str(&d).map_err(|e| format!("chunk is not JSON ({e}): {d}"))?,
+                    serde_json::from_str(&d)
+                        .map_err(|e| format!("chunk is not JSON ({e}): {d}"))?,
                 ),
             }
         }
@@ -515,7 +528,15 @@ pub const VALUE_TEMPLATE: &str = "{prompt} t1";
 
 /// Every method name of the paper's matrix the server accepts.
 pub const METHODS: [&str; 9] = [
-    "base", "boni", "bone", "efti", "efte", "cbsi", "cbse", "efti+cbsi", "ivg",
+    "base",
+    "boni",
+    "bone",
+    "efti",
+    "efte",
+    "cbsi",
+    "cbse",
+    "efti+cbsi",
+    "ivg",
 ];
 
 /// A tiny causal fixture with the word tokenizer over `t0 .. t95`.
@@ -729,7 +750,11 @@ impl GuidedRun<'_> {
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let stdout = ivg(&refs);
         let got = guided_completions(&stdout);
-        assert_eq!(got.len(), prompts, "could not parse `ivg generate` output:\n{stdout}");
+        assert_eq!(
+            got.len(),
+            prompts,
+            "could not parse `ivg generate` output:\n{stdout}"
+        );
         got
     }
 
