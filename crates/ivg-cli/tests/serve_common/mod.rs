@@ -42,16 +42,15 @@ impl Server {
     /// `ivg serve ARGS --host 127.0.0.1 --port 0`, waiting up to `ready`
     /// for /health to answer 200.
     pub fn start_args(args: &[&str], ready: Duration) -> Server {
-        let mut child =
-            Command::new(std::env::var("IVG_STANDIN").unwrap_or(env!("CARGO_BIN_EXE_ivg").into())) // STANDIN-TEMP
-                .arg("serve")
-                .args(args)
-                .args(["--host", "127.0.0.1", "--port", "0"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("spawn ivg serve");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ivg"))
+            .arg("serve")
+            .args(args)
+            .args(["--host", "127.0.0.1", "--port", "0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ivg serve");
         let stderr = child.stderr.take().expect("piped stderr");
         let tail = Arc::new(Mutex::new(VecDeque::new()));
         let (tx, rx) = mpsc::channel::<String>();
