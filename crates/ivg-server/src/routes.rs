@@ -97,8 +97,12 @@ async fn model(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response 
 }
 
 async fn method_not_allowed() -> Response {
-    ApiError::with_status(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this endpoint does not take that method")
-        .into_response()
+    ApiError::with_status(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not take that method",
+    )
+    .into_response()
 }
 
 async fn not_found() -> Response {
@@ -121,6 +125,17 @@ fn ready(app: &App) -> Result<&Ready, ApiError> {
             "the models are still loading",
         )
     })
+}
+
+/// What validation needs of the loaded server.
+fn edge<'a>(app: &'a App, ready: &'a Ready) -> Edge<'a> {
+    Edge {
+        presets: &ready.presets,
+        tokenizer: &ready.tokenizer,
+        base_template: &ready.base_template,
+        context: ready.context,
+        max_n: app.config.server.max_n,
+    }
 }
 
 fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
@@ -181,14 +196,7 @@ fn start(
 > {
     let ready = ready(app)?;
     let bytes = body(b)?;
-    let edge = Edge {
-        presets: &ready.presets,
-        tokenizer: &ready.tokenizer,
-        base_template: &ready.base_template,
-        context: ready.context,
-        max_n: app.config.server.max_n,
-    };
-    let valid = validate(&bytes, endpoint, &edge)?;
+    let valid = validate(&bytes, endpoint, &edge(app, ready))?;
     if !valid.ignored.is_empty() {
         eprintln!("ivg serve: ignoring unknown fields {:?}", valid.ignored);
     }
@@ -565,14 +573,7 @@ async fn tokenize(State(app): State<Arc<App>>, b: Result<Bytes, BytesRejection>)
     let run = || -> Result<Value, ApiError> {
         let ready = ready(&app)?;
         let map = parse_object(&body(b)?)?;
-        let edge = Edge {
-            presets: &ready.presets,
-            tokenizer: &ready.tokenizer,
-            base_template: &ready.base_template,
-            context: ready.context,
-            max_n: app.config.server.max_n,
-        };
-        crate::validate::preset(&map, &edge)?;
+        crate::validate::preset(&map, &edge(&app, ready))?;
         let prompt = match map.get("prompt") {
             Some(Value::String(s)) => s,
             _ => {
