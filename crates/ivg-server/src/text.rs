@@ -107,16 +107,12 @@ impl ChoiceText {
 mod tests {
     use super::*;
 
+    /// The word-level test tokenizer, written to a directory of its own
+    /// (tests run in parallel).
     fn tok() -> Tokenizer {
-        let dir = tempfile_dir();
-        let path = ivg_testkit::write_word_tokenizer(&dir);
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = ivg_testkit::write_word_tokenizer(dir.path());
         Tokenizer::from_file(&path).expect("tokenizer")
-    }
-
-    fn tempfile_dir() -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("ivg-server-text-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("dir");
-        dir
     }
 
     #[test]
