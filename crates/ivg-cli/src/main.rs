@@ -99,10 +99,15 @@ fn main() -> ExitCode {
     keep_freed_memory();
     default_sigpipe();
     let cli = Cli::parse();
-    if let Some(n) = cli.threads {
-        // candle sizes its CPU thread pool from this variable on first use.
-        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
-    }
+    // candle and rayon size their pools from this variable on first use, and
+    // candle reads it again on every op: unset, each read parses
+    // /proc/cpuinfo (seen as a tenth of a serving step's time), so it is
+    // always set, once, before any thread starts.
+    let threads = cli
+        .threads
+        .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
+        .unwrap_or(1);
+    std::env::set_var("RAYON_NUM_THREADS", threads.max(1).to_string());
     let result = match cli.command {
         Command::Generate(args) => generate_cmd::run(*args),
         Command::Inspect(args) => inspect_cmd::run(args),

@@ -251,3 +251,65 @@ fn quantized_smollm2_fork_rows_equal_single_runs() {
         }
     }
 }
+
+/// Rows of different lengths, prefilled together (left-padded) or joining a
+/// running batch, give bitwise the logits of each sequence decoded alone, on
+/// the real quantized model and past 32 slots, where candle's SIMD softmax
+/// sum would put a padded row's slots in other lanes than the row alone.
+#[test]
+fn quantized_smollm2_padded_and_joined_rows_equal_alone() {
+    use ivg_models::{load_causal_lm, DecodeState, LoadOptions, LogitsSpan};
+    let path = ivg_assets::ensure_default(ivg_assets::Asset::SmolLm2Gguf)
+        .expect("asset available (run `ivg assets fetch`)");
+    let model = load_causal_lm(&path, &LoadOptions::default()).expect("load");
+    let prompt = |id: u32, len: u32| -> Vec<u32> {
+        (0..len)
+            .map(|j| 100 + (id * 997 + j * 131) % 40_000)
+            .collect()
+    };
+    let token = |id: usize, step: usize| (500 + id * 37 + step * 53) as u32;
+    let prompts = [prompt(0, 40), prompt(1, 75), prompt(2, 100)];
+    let mut alone: Vec<(DecodeState, Tensor)> = prompts
+        .iter()
+        .map(|p| {
+            let mut s = model.new_state();
+            let l = model
+                .prefill(std::slice::from_ref(p), &mut s, LogitsSpan::Last)
+                .expect("alone prefill");
+            (s, l)
+        })
+        .collect();
+    let same = |batch: &Tensor, alone: &[(DecodeState, Tensor)], at: &str| {
+        for (row, (_, l)) in alone.iter().enumerate() {
+            assert_eq!(
+                bits(&batch.get(row).unwrap()),
+                bits(&l.get(0).unwrap()),
+                "row {row} {at}"
+            );
+        }
+    };
+    // Sequences 0 and 1 prefilled together, left-padded.
+    let mut batch = model.new_state();
+    let logits = model
+        .prefill(&prompts[..2], &mut batch, LogitsSpan::Last)
+        .expect("padded prefill");
+    same(&logits, &alone[..2], "after the padded prefill");
+    let mut steps = |batch: &mut DecodeState, alone: &mut [(DecodeState, Tensor)], from, n| {
+        for step in from..from + n {
+            let tokens: Vec<u32> = (0..alone.len()).map(|id| token(id, step)).collect();
+            let logits = model.step(&tokens, batch).expect("batch step");
+            for ((s, l), &t) in alone.iter_mut().zip(&tokens) {
+                *l = model.step(&[t], s).expect("alone step");
+            }
+            same(&logits, alone, &format!("step {step}"));
+        }
+    };
+    steps(&mut batch, &mut alone[..2], 0, 3);
+    // Sequence 2 (longer than the batch's slots) joins.
+    let mut joining = model.new_state();
+    model
+        .prefill(&prompts[2..], &mut joining, LogitsSpan::Last)
+        .expect("joining prefill");
+    batch.append_rows(joining).expect("append rows");
+    steps(&mut batch, &mut alone, 3, 3);
+}

@@ -6,7 +6,7 @@
 use candle_core::{Tensor, D};
 
 use crate::error::Result;
-use crate::layers::{Linear, Norm, Rope};
+use crate::layers::{sdpa, Linear, Norm, Rope};
 use crate::state::DecodeState;
 
 /// Head layout and scaling of an attention block.
@@ -74,12 +74,24 @@ impl Attention {
             Some((state, layer)) => state.append(layer, &k, &v)?,
             None => (k, v),
         };
-        let out = self.attend(&q, &k, &v, inputs.mask)?;
-        let out = out.transpose(1, 2)?.reshape((b, t, s.heads * s.head_dim))?;
+        let out = if !self.differentiable && sdpa::supports(&q) {
+            let heads = sdpa::Heads {
+                heads: s.heads,
+                kv_heads: s.kv_heads,
+                scale: s.scale as f32,
+                softcap: s.softcap.map(|c| c as f32),
+            };
+            sdpa::attend(&q, &k, &v, inputs.mask, heads)?
+        } else {
+            let out = self.attend(&q, &k, &v, inputs.mask)?;
+            out.transpose(1, 2)?.reshape((b, t, s.heads * s.head_dim))?
+        };
         self.o.forward(&out)
     }
 
-    /// `q: (b, heads, t, d)`, `k, v: (b, kv_heads, s, d)` -> `(b, heads, t, d)`.
+    /// `q: (b, heads, t, d)`, `k, v: (b, kv_heads, s, d)` -> `(b, heads, t, d)`,
+    /// by candle's ops: differentiable, and on any device. CPU inference runs
+    /// [`sdpa::attend`] instead, whose rows do not depend on the batch.
     fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
         let s = self.shape;
         let k = repeat_kv(k, s.heads / s.kv_heads)?;

@@ -6,6 +6,7 @@ mod mlp;
 mod norm;
 mod q8;
 mod rope;
+mod sdpa;
 
 pub use attention::{Attention, AttentionInputs, AttentionShape};
 pub(crate) use linear::normal_init;

@@ -277,7 +277,7 @@ impl Q8Matrix {
             )));
         }
         let values = xs.flatten_all()?.to_vec1::<f32>()?;
-        let threads = candle_core::utils::get_num_threads();
+        let threads = rayon::current_num_threads();
         let m: usize = dims[..dims.len() - 1].iter().product();
         let ys = self.matmul(&values, m, dispatch, threads);
         let mut out_dims = dims;
