@@ -16,6 +16,7 @@ pub mod layers;
 pub mod loader;
 pub mod model;
 pub mod numerics;
+pub mod pool;
 pub mod state;
 pub mod weights;
 

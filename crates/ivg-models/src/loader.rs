@@ -184,7 +184,7 @@ impl BertWithHead {
         let device = self.encoder.device();
         let ids_t = candle_core::Tensor::from_vec(flat, (ids.len(), n), device)?;
         let mask_t = candle_core::Tensor::from_vec(mask, (ids.len(), n), device)?;
-        head.forward(&self.encoder.forward(&ids_t, &mask_t)?)
+        crate::pool::on_pool(|| head.forward(&self.encoder.forward(&ids_t, &mask_t)?))
     }
 }
 

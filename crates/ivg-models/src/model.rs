@@ -162,7 +162,7 @@ impl CausalLm {
         span: LogitsSpan,
     ) -> Result<Tensor> {
         let start = Instant::now();
-        let logits = self.forward_untimed(ids, state, span)?;
+        let logits = crate::pool::on_pool(|| self.forward_untimed(ids, state, span))?;
         self.stats.record(start.elapsed(), ids.elem_count());
         Ok(logits)
     }
@@ -278,7 +278,7 @@ impl ScalarLm {
                 max: self.backbone.context_length(),
             });
         }
-        self.head.forward(&self.backbone.forward(ids, state)?)
+        crate::pool::on_pool(|| self.head.forward(&self.backbone.forward(ids, state)?))
     }
 
     /// Left-padded prefill of several prompts; returns `(batch, seq)` scalars.

@@ -53,6 +53,8 @@ const GROUP: usize = 8;
 const WORDS: usize = Q8_BLOCK / 4;
 /// Activation rows sharing one pass over a weight group.
 const ROW_TILE: usize = 4;
+/// Activation blocks quantized by one rayon task.
+const QUANT_SPAN: usize = 256;
 /// Fewest weight groups given to one rayon task.
 const MIN_GROUPS_PER_TASK: usize = 4;
 
@@ -295,7 +297,7 @@ impl Q8Matrix {
         if m == 0 || groups == 0 || self.cols == 0 {
             return vec![0f32; m * self.rows];
         }
-        let acts = quantize_rows(xs, dispatch);
+        let acts = quantize_rows(xs, dispatch, threads);
         // (groups, m, 8): a task owns whole groups, so it reads its share of
         // the weights once and writes one contiguous slice.
         let mut by_group = vec![0f32; groups * m * GROUP];
@@ -431,38 +433,66 @@ fn group_tile_scalar<const R: usize>(w: &Weights, xs: [ActRow; R]) -> [[f32; GRO
     acc
 }
 
-/// Quantizes `(m, cols)` f32 values block by block.
-fn quantize_rows(xs: &[f32], d: Dispatch) -> Activations {
+/// Quantizes `(m, cols)` f32 values block by block. With `threads > 1` and
+/// enough blocks, spans of blocks go to rayon tasks; every block is quantized
+/// alone, so the split changes no bit.
+fn quantize_rows(xs: &[f32], d: Dispatch, threads: usize) -> Activations {
     let n = xs.len() / Q8_BLOCK;
     let mut acts = Activations {
-        words: Vec::with_capacity(n),
-        scales: Vec::with_capacity(n),
-        offsets: Vec::with_capacity(n),
+        words: vec![[0; WORDS]; n],
+        scales: vec![0.0; n],
+        offsets: vec![0; n],
     };
-    match d {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: the token proves the CPU has avx2, fma and f16c.
-        Dispatch::Simd(..) => unsafe { simd::quantize_into(xs, &mut acts) },
-        _ => {
-            for chunk in xs.chunks_exact(Q8_BLOCK) {
-                acts.push(quantize_block(&block_of(chunk)));
-            }
-        }
+    if threads > 1 && n >= 2 * QUANT_SPAN {
+        xs.par_chunks(QUANT_SPAN * Q8_BLOCK)
+            .zip(acts.words.par_chunks_mut(QUANT_SPAN))
+            .zip(acts.scales.par_chunks_mut(QUANT_SPAN))
+            .zip(acts.offsets.par_chunks_mut(QUANT_SPAN))
+            .for_each(|(((x, w), s), o)| quantize_span(x, w, s, o, d));
+    } else {
+        quantize_span(xs, &mut acts.words, &mut acts.scales, &mut acts.offsets, d);
     }
     acts
 }
 
-impl Activations {
-    #[inline]
-    fn push(&mut self, (quants, scale): ([i8; Q8_BLOCK], f16)) {
-        self.words.push(std::array::from_fn(|j| {
-            let q = &quants[4 * j..4 * j + 4];
-            i32::from_le_bytes([q[0] as u8, q[1] as u8, q[2] as u8, q[3] as u8])
-        }));
-        self.scales.push(scale.to_f32());
-        self.offsets
-            .push(-128 * quants.iter().map(|&q| i32::from(q)).sum::<i32>());
+/// Quantizes the blocks of `xs` into the same number of `words`, `scales`
+/// and `offsets`.
+fn quantize_span(
+    xs: &[f32],
+    words: &mut [[i32; WORDS]],
+    scales: &mut [f32],
+    offsets: &mut [i32],
+    d: Dispatch,
+) {
+    match d {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the token proves the CPU has avx2, fma and f16c.
+        Dispatch::Simd(..) => unsafe { simd::quantize_span(xs, words, scales, offsets) },
+        _ => {
+            let blocks = xs
+                .chunks_exact(Q8_BLOCK)
+                .map(|c| quantize_block(&block_of(c)));
+            for (i, block) in blocks.enumerate() {
+                store_block(block, &mut words[i], &mut scales[i], &mut offsets[i]);
+            }
+        }
     }
+}
+
+/// One quantized block in the activations' form.
+#[inline(always)]
+fn store_block(
+    (quants, scale): ([i8; Q8_BLOCK], f16),
+    words: &mut [i32; WORDS],
+    dx: &mut f32,
+    offset: &mut i32,
+) {
+    *words = std::array::from_fn(|j| {
+        let q = &quants[4 * j..4 * j + 4];
+        i32::from_le_bytes([q[0] as u8, q[1] as u8, q[2] as u8, q[3] as u8])
+    });
+    *dx = scale.to_f32();
+    *offset = -128 * quants.iter().map(|&q| i32::from(q)).sum::<i32>();
 }
 
 fn block_of(chunk: &[f32]) -> [f32; Q8_BLOCK] {
@@ -486,7 +516,7 @@ mod simd {
 
     use half::f16;
 
-    use super::{block_of, ActRow, Activations, Lane32, Q8Kernel, Weights, GROUP, Q8_BLOCK, WORDS};
+    use super::{block_of, store_block, ActRow, Lane32, Q8Kernel, Weights, GROUP, Q8_BLOCK, WORDS};
 
     /// # Safety
     /// The CPU must have the features of `kernel` (AVX2, FMA and F16C at least).
@@ -594,11 +624,17 @@ mod simd {
         _mm256_dpbusd_epi32
     );
 
-    /// Appends the blocks of `xs` (a multiple of 32 values) to `acts`.
+    /// [`super::quantize_span`] with [`quantize_block`] inlined.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) fn quantize_into(xs: &[f32], acts: &mut Activations) {
-        for chunk in xs.chunks_exact(Q8_BLOCK) {
-            acts.push(quantize_block(&block_of(chunk)));
+    pub(super) fn quantize_span(
+        xs: &[f32],
+        words: &mut [[i32; WORDS]],
+        scales: &mut [f32],
+        offsets: &mut [i32],
+    ) {
+        let blocks = xs.chunks_exact(Q8_BLOCK).zip(words.iter_mut());
+        for ((chunk, w), (s, o)) in blocks.zip(scales.iter_mut().zip(offsets.iter_mut())) {
+            store_block(quantize_block(&block_of(chunk)), w, s, o);
         }
     }
 

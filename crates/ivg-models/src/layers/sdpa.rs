@@ -167,7 +167,16 @@ fn run(
 ) -> Vec<f32> {
     let Dims { h, t, s, d, .. } = dims;
     let units = b * h;
-    let unit = |u: usize| head(dims, u / h, u % h, qs, ks, vs, mask, shape);
+    let avx2 = has_avx2();
+    let unit = |u: usize| {
+        let (row, hd) = (u / h, u % h);
+        #[cfg(target_arch = "x86_64")]
+        if avx2 {
+            // SAFETY: `has_avx2` found the feature on this CPU.
+            return unsafe { head_avx2(dims, row, hd, qs, ks, vs, mask, shape) };
+        }
+        head(dims, row, hd, qs, ks, vs, mask, shape, dot)
+    };
     let work = units * t * s * d;
     let threads = rayon::current_num_threads();
     let per_unit: Vec<Vec<f32>> = if threads > 1 && units > 1 && work >= PARALLEL_WORK {
@@ -186,8 +195,44 @@ fn run(
     out
 }
 
+fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// [`head`] compiled for AVX2: the same operations in the same order, on
+/// 8-wide registers (no FMA, so the bits equal the portable build's).
+///
+/// # Safety
+/// The CPU must have AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn head_avx2(
+    dims: Dims,
+    row: usize,
+    hd: usize,
+    qs: &[f32],
+    ks: &[f32],
+    vs: &[f32],
+    mask: Option<Mask>,
+    shape: Heads,
+) -> Vec<f32> {
+    // SAFETY: the caller guarantees AVX2.
+    head(dims, row, hd, qs, ks, vs, mask, shape, |a, b| unsafe {
+        dot_avx2(a, b)
+    })
+}
+
 /// One `(row, head)`: `(t, d)` outputs.
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 fn head(
     dims: Dims,
     row: usize,
@@ -197,6 +242,7 @@ fn head(
     vs: &[f32],
     mask: Option<Mask>,
     shape: Heads,
+    dot: impl Fn(&[f32], &[f32]) -> f32,
 ) -> Vec<f32> {
     let Dims { h, kvh, t, s, d } = dims;
     let g = hd / (h / kvh);
@@ -227,6 +273,7 @@ fn head(
 }
 
 /// `o = sum_j softmax(scores)_j v_j`, key after key.
+#[inline(always)]
 fn softmax_mix(scores: &[(usize, f32)], values: &[f32], d: usize, o: &mut [f32]) {
     let max = scores
         .iter()
@@ -248,7 +295,7 @@ fn softmax_mix(scores: &[(usize, f32)], values: &[f32], d: usize, o: &mut [f32])
 
 /// `sum_i a_i b_i` in 8 lanes (lane `i % 8`), then the lanes in a fixed tree
 /// and the tail in order: the order depends on the length alone.
-#[inline]
+#[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut lanes = [0f32; LANES];
     let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
@@ -270,6 +317,42 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
         lanes[3] + lanes[7],
     ];
     ((quads[0] + quads[2]) + (quads[1] + quads[3])) + tail
+}
+
+/// [`dot`] on AVX2 registers: lane `l` of one register is lane `l` of
+/// [`dot`]'s array, and the lanes and tail are combined in the same tree.
+///
+/// # Safety
+/// The CPU must have AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+    use std::arch::x86_64::*;
+    let n = a.len().min(b.len());
+    let body = n - n % LANES;
+    let mut lanes = _mm256_setzero_ps();
+    let mut i = 0;
+    while i < body {
+        // SAFETY: i + 8 <= body <= the length of both slices.
+        let (x, y) = unsafe {
+            (
+                _mm256_loadu_ps(a.as_ptr().add(i)),
+                _mm256_loadu_ps(b.as_ptr().add(i)),
+            )
+        };
+        lanes = _mm256_add_ps(lanes, _mm256_mul_ps(x, y));
+        i += LANES;
+    }
+    let tail: f32 = a[body..n].iter().zip(&b[body..n]).map(|(x, y)| x * y).sum();
+    // quads[k] = lanes[k] + lanes[k + 4]
+    let quads = _mm_add_ps(
+        _mm256_castps256_ps128(lanes),
+        _mm256_extractf128_ps::<1>(lanes),
+    );
+    // (quads[0] + quads[2], quads[1] + quads[3], ..)
+    let pairs = _mm_add_ps(quads, _mm_movehl_ps(quads, quads));
+    let total = _mm_cvtss_f32(_mm_add_ss(pairs, _mm_movehdup_ps(pairs)));
+    total + tail
 }
 
 #[cfg(test)]
@@ -388,6 +471,20 @@ mod tests {
                 want.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
                 "pad {pad}"
             );
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_dot_equals_portable_dot() {
+        if !has_avx2() {
+            return;
+        }
+        for n in [0, 1, 7, 8, 9, 64, 80, 133] {
+            let (a, b) = (values(n, n as u32 + 1), values(n, n as u32 + 50));
+            // SAFETY: checked above.
+            let fast = unsafe { dot_avx2(&a, &b) };
+            assert_eq!(fast.to_bits(), dot(&a, &b).to_bits(), "length {n}");
         }
     }
 
