@@ -294,7 +294,7 @@ fn quantized_smollm2_padded_and_joined_rows_equal_alone() {
         .prefill(&prompts[..2], &mut batch, LogitsSpan::Last)
         .expect("padded prefill");
     same(&logits, &alone[..2], "after the padded prefill");
-    let mut steps = |batch: &mut DecodeState, alone: &mut [(DecodeState, Tensor)], from, n| {
+    let steps = |batch: &mut DecodeState, alone: &mut [(DecodeState, Tensor)], from, n| {
         for step in from..from + n {
             let tokens: Vec<u32> = (0..alone.len()).map(|id| token(id, step)).collect();
             let logits = model.step(&tokens, batch).expect("batch step");

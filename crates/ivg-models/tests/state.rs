@@ -440,3 +440,38 @@ fn append_rows_refuses_states_of_other_models() {
         "a refused append leaves the state as it was"
     );
 }
+
+/// The cache appends in place while it can (spare slots, no clone sharing
+/// the buffers); no state and no view handed out before ever sees it: a clone
+/// appending its own token, a view taken before a truncation, and the state
+/// itself all read what independent runs read.
+#[test]
+fn in_place_appends_stay_private() {
+    let (model, _) = random_model(tiny_llama_config(), 0.3);
+    let prompt = [3u32, 17, 5, 9, 22];
+    let values = |t: &Tensor| -> Vec<f32> { t.flatten_all().unwrap().to_vec1().unwrap() };
+    let mut state = model.new_state();
+    model
+        .prefill(&[prompt.to_vec()], &mut state, LogitsSpan::Last)
+        .expect("prefill");
+    model.step(&[7], &mut state).expect("grow the buffers");
+    let before = state.layer(0).expect("layer").k;
+    let seen = values(&before);
+    // A clone and its parent append different tokens at the same slot.
+    let mut other = state.clone();
+    let mine = model.step(&[11], &mut state).expect("step");
+    let theirs = model.step(&[12], &mut other).expect("clone step");
+    let want = |t: u32| run_single(&model, &prompt, &[7, t])[2].clone();
+    assert_eq!(max_abs_diff(&mine, &want(11)), 0.0);
+    assert_eq!(max_abs_diff(&theirs, &want(12)), 0.0);
+    assert_eq!(values(&before), seen, "an earlier view changed");
+    // Two more in-place steps, a view, then truncation and a different token
+    // in the truncated slot: the view keeps what it saw.
+    model.step(&[13], &mut state).expect("step");
+    let view = state.layer(0).expect("layer").k;
+    let seen = values(&view);
+    state.truncate(prompt.len() + 2).expect("truncate");
+    let again = model.step(&[14], &mut state).expect("step after truncate");
+    assert_eq!(values(&view), seen, "a view taken before truncate changed");
+    assert_eq!(max_abs_diff(&again, &run_single(&model, &prompt, &[7, 11, 14])[3]), 0.0);
+}

@@ -58,15 +58,15 @@ pub(crate) fn attend(
     if kvh == 0 || h % kvh != 0 {
         return Err(shape_error(q, k, v));
     }
-    let (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
+    let q = q.contiguous()?;
     let mask = match mask {
         Some(m) => Some(MaskView::new(m, b, t, s)?),
         None => None,
     };
     let dims = Dims { h, kvh, t, s, d };
     let out = with_slice(&q, |qs| {
-        with_slice(&k, |ks| {
-            with_slice(&v, |vs| match &mask {
+        with_heads(&k, |ks| {
+            with_heads(&v, |vs| match &mask {
                 Some(m) => with_slice(&m.tensor, |ms| {
                     let m = Mask {
                         data: ms,
@@ -128,6 +128,49 @@ impl<'a> Mask<'a> {
     }
 }
 
+/// A `(b, heads, s, d)` CPU tensor whose `(s, d)` slices are contiguous,
+/// as the views of a KV cache with spare slots are: rows and heads may be
+/// strided.
+#[derive(Clone, Copy)]
+struct Strided<'a> {
+    data: &'a [f32],
+    start: usize,
+    row_stride: usize,
+    head_stride: usize,
+}
+
+impl<'a> Strided<'a> {
+    /// The `(len, d)` values of `row` and head `head`.
+    fn span(self, row: usize, head: usize, len: usize) -> &'a [f32] {
+        let at = self.start + row * self.row_stride + head * self.head_stride;
+        &self.data[at..at + len]
+    }
+}
+
+/// Borrows a CPU f32 `(b, heads, s, d)` tensor as [`Strided`] without copying
+/// it, when its `(s, d)` slices are contiguous; otherwise copies it first.
+fn with_heads<R>(t: &Tensor, f: impl FnOnce(Strided) -> Result<R>) -> Result<R> {
+    let (_, _, s, d) = t.dims4()?;
+    let stride = t.stride().to_vec();
+    let dense = (s <= 1 || stride[2] == d) && (d <= 1 || stride[3] == 1);
+    if !dense {
+        return with_heads(&t.contiguous()?, f);
+    }
+    let (storage, layout) = t.storage_and_layout();
+    let Storage::Cpu(cpu) = &*storage else {
+        return Err(ModelError::Unsupported(format!(
+            "CPU attention on a tensor on {:?}",
+            t.device()
+        )));
+    };
+    f(Strided {
+        data: cpu.as_slice::<f32>()?,
+        start: layout.start_offset(),
+        row_stride: stride[0],
+        head_stride: stride[1],
+    })
+}
+
 /// Borrows a contiguous CPU f32 tensor's values without copying them.
 fn with_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
     let (storage, layout) = t.storage_and_layout();
@@ -160,8 +203,8 @@ fn run(
     dims: Dims,
     b: usize,
     qs: &[f32],
-    ks: &[f32],
-    vs: &[f32],
+    ks: Strided,
+    vs: Strided,
     mask: Option<Mask>,
     shape: Heads,
 ) -> Vec<f32> {
@@ -219,8 +262,8 @@ unsafe fn head_avx2(
     row: usize,
     hd: usize,
     qs: &[f32],
-    ks: &[f32],
-    vs: &[f32],
+    ks: Strided,
+    vs: Strided,
     mask: Option<Mask>,
     shape: Heads,
 ) -> Vec<f32> {
@@ -238,8 +281,8 @@ fn head(
     row: usize,
     hd: usize,
     qs: &[f32],
-    ks: &[f32],
-    vs: &[f32],
+    ks: Strided,
+    vs: Strided,
     mask: Option<Mask>,
     shape: Heads,
     dot: impl Fn(&[f32], &[f32]) -> f32,
@@ -247,9 +290,8 @@ fn head(
     let Dims { h, kvh, t, s, d } = dims;
     let g = hd / (h / kvh);
     let q_at = (row * h + hd) * t * d;
-    let kv_at = (row * kvh + g) * s * d;
-    let keys = &ks[kv_at..kv_at + s * d];
-    let values = &vs[kv_at..kv_at + s * d];
+    let keys = ks.span(row, g, s * d);
+    let values = vs.span(row, g, s * d);
     let mut out = vec![0f32; t * d];
     let mut scores = Vec::with_capacity(s);
     for (i, o) in out.chunks_exact_mut(d).enumerate() {
@@ -486,6 +528,26 @@ mod tests {
             let fast = unsafe { dot_avx2(&a, &b) };
             assert_eq!(fast.to_bits(), dot(&a, &b).to_bits(), "length {n}");
         }
+    }
+
+    /// Keys and values read in place from a cache buffer with spare slots
+    /// (a view narrowed along the slots) give the bits of a dense copy.
+    #[test]
+    fn strided_cache_views_equal_dense_copies() {
+        let (b, t, s, d, cap) = (3, 2, 20, 64, 29);
+        let q = tensor((b, 6, t, d), 8);
+        let (kb, vb) = (tensor((b, 2, cap, d), 9), tensor((b, 2, cap, d), 10));
+        let (k, v) = (kb.narrow(2, 4, s).unwrap(), vb.narrow(2, 4, s).unwrap());
+        assert!(!k.is_contiguous());
+        let mask = causal(b, t, s, &[0, 3, 11]);
+        let views = attend(&q, &k, &v, Some(&mask), SHAPE).unwrap();
+        let (kc, vc) = (k.contiguous().unwrap(), v.contiguous().unwrap());
+        let dense = attend(&q, &kc, &vc, Some(&mask), SHAPE).unwrap();
+        let bits = |x: &Tensor| -> Vec<u32> {
+            let v: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
+            v.iter().map(|f| f.to_bits()).collect()
+        };
+        assert_eq!(bits(&views), bits(&dense));
     }
 
     #[test]
