@@ -404,7 +404,7 @@ fn long_request(stream: bool) -> Value {
         7,
         json!({"method": "ivg", "width": 4, "successors": 4, "chunk_len": 3}),
     );
-    body["n"] = json!(8);
+    body["n"] = json!(16);
     body["stream"] = json!(stream);
     body
 }
@@ -460,8 +460,22 @@ fn sigterm_finishes_in_flight_requests_and_refuses_new_ones() {
     let first = sse.next_data();
     assert!(matches!(&first, Some(Ok(d)) if d != "[DONE]"), "{first:?}");
     server.sigterm();
-    std::thread::sleep(Duration::from_millis(300));
+    // Ask as soon as the server says it is draining: the in-flight request
+    // (16 choices x 16 rows) is then still decoding.
     let agent = agent(Duration::from_secs(30));
+    let start = Instant::now();
+    loop {
+        match request(&agent, "GET", &server.url("/health"), None, None) {
+            Ok(r) if r.status == 503 => break,
+            Ok(r) => assert_eq!(r.status, 200, "health before draining: {}", r.body),
+            Err(e) => panic!("/health after SIGTERM got no answer: {e}"),
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "/health still 200 10 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let body = completion("tiny", 4, 1, json!({})).to_string().into_bytes();
     match request(
         &agent,
@@ -497,7 +511,7 @@ fn sigterm_finishes_in_flight_requests_and_refuses_new_ones() {
         done,
         "the in-flight stream ended without [DONE] after SIGTERM"
     );
-    for i in 0..8 {
+    for i in 0..16 {
         let (_, finish) = stream_text(&rest, i);
         assert_eq!(
             finish.as_deref(),

@@ -264,6 +264,11 @@ impl ScalarLm {
         &self.device
     }
 
+    /// Positions the backbone can hold (prompt plus response).
+    pub fn context_length(&self) -> usize {
+        self.backbone.context_length()
+    }
+
     pub fn new_state(&self) -> DecodeState {
         DecodeState::new(self.backbone.num_layers())
     }

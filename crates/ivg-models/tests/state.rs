@@ -473,5 +473,8 @@ fn in_place_appends_stay_private() {
     state.truncate(prompt.len() + 2).expect("truncate");
     let again = model.step(&[14], &mut state).expect("step after truncate");
     assert_eq!(values(&view), seen, "a view taken before truncate changed");
-    assert_eq!(max_abs_diff(&again, &run_single(&model, &prompt, &[7, 11, 14])[3]), 0.0);
+    assert_eq!(
+        max_abs_diff(&again, &run_single(&model, &prompt, &[7, 11, 14])[3]),
+        0.0
+    );
 }

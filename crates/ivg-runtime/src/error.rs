@@ -79,6 +79,19 @@ pub enum RuntimeError {
     Value(#[from] ValueError),
     #[error(transparent)]
     Decode(#[from] DecodeError),
+    /// A request that a guide model cannot hold: refused before it joins a
+    /// batch, where the overflow would fail every request of the step.
+    #[error(
+        "guide `{model}` ({role} value) reads this prompt as {prompt_tokens} tokens; with \
+         {new_tokens} new tokens that exceeds its context of {context}"
+    )]
+    GuideContext {
+        model: String,
+        role: &'static str,
+        prompt_tokens: usize,
+        new_tokens: usize,
+        context: usize,
+    },
 }
 
 impl RuntimeError {

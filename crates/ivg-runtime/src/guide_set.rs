@@ -11,8 +11,8 @@ use ivg_models::loader::BertWithHead;
 use ivg_models::{CausalLm, ScalarLm};
 use ivg_tokenize::Tokenizer;
 use ivg_value::{
-    wrap_if_needed, ClassifierValue, Feed, ImplicitPair, ImplicitValue, QValue, ScalarValue,
-    ValueError, ValueFunction,
+    encode_prompt, wrap_if_needed, ClassifierValue, Feed, ImplicitPair, ImplicitValue, QValue,
+    ScalarValue, ValueError, ValueFunction,
 };
 
 use crate::{ExplicitSpec, GuideSpec, LoadedModel, ModelRef, PromptTemplate, RuntimeError};
@@ -119,6 +119,66 @@ impl GuideSet {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Checks that every causal model of `roles` holds `text` under its
+    /// template plus `new_tokens`. A classifier value truncates long texts
+    /// (as transformers does), so it needs no check.
+    pub fn check_fits(
+        &self,
+        text: &str,
+        new_tokens: usize,
+        roles: &[ValueRole],
+    ) -> Result<(), RuntimeError> {
+        let mut models: Vec<(&'static str, &CausalLm, &Tokenizer, &PromptTemplate)> = Vec::new();
+        if roles.contains(&ValueRole::Implicit) {
+            for p in &self.pairs {
+                models.push(("implicit", &p.tuned, &p.tokenizer, &p.tuned_template));
+                models.push((
+                    "implicit",
+                    &p.reference,
+                    &p.tokenizer,
+                    &p.reference_template,
+                ));
+            }
+        }
+        if roles.contains(&ValueRole::Explicit) {
+            match &self.explicit {
+                Some(ExplicitGuide::Q {
+                    model,
+                    tokenizer,
+                    template,
+                }) => {
+                    models.push(("explicit", model, tokenizer, template));
+                }
+                Some(ExplicitGuide::Scalar {
+                    model,
+                    tokenizer,
+                    template,
+                }) => {
+                    let prompt_tokens = encode_prompt(tokenizer, template.as_str(), text)?.len();
+                    fits(
+                        "explicit",
+                        model.name(),
+                        prompt_tokens,
+                        new_tokens,
+                        model.context_length(),
+                    )?;
+                }
+                Some(ExplicitGuide::Classifier { .. }) | None => {}
+            }
+        }
+        for (role, model, tokenizer, template) in models {
+            let prompt_tokens = encode_prompt(tokenizer, template.as_str(), text)?.len();
+            fits(
+                role,
+                model.name(),
+                prompt_tokens,
+                new_tokens,
+                model.context_length(),
+            )?;
+        }
+        Ok(())
     }
 
     pub fn pairs(&self) -> &[GuidePair] {
@@ -281,4 +341,23 @@ impl GuideSource for GuideSet {
     fn build(&self, role: ValueRole, feed: Feed) -> Result<Box<dyn ValueFunction>, DecodeError> {
         Ok(self.build_value(role, feed)?)
     }
+}
+
+fn fits(
+    role: &'static str,
+    model: &str,
+    prompt_tokens: usize,
+    new_tokens: usize,
+    context: usize,
+) -> Result<(), RuntimeError> {
+    if prompt_tokens + new_tokens <= context {
+        return Ok(());
+    }
+    Err(RuntimeError::GuideContext {
+        model: model.to_string(),
+        role,
+        prompt_tokens,
+        new_tokens,
+        context,
+    })
 }

@@ -168,6 +168,7 @@ fn load(app: &App) -> Result<std::thread::JoinHandle<()>, ServeError> {
             defaults: p.defaults.clone(),
             has_implicit: set.as_ref().is_some_and(|s| !s.pairs().is_empty()),
             has_explicit: set.as_ref().is_some_and(|s| s.explicit().is_some()),
+            guides: set.clone(),
         });
         guides.push(set);
     }

@@ -4,8 +4,10 @@
 //! field checked by hand, so a wrong type, a negative or huge number or an
 //! unknown `ivg` key is reported as the field it is, not as a serde position.
 
+use std::sync::Arc;
+
 use ivg_decode::{value_feeds, GuidanceConfig, ValueRole};
-use ivg_runtime::{GuidanceOverrides, GuidanceSpec, PromptTemplate};
+use ivg_runtime::{GuidanceOverrides, GuidanceSpec, GuideSet, PromptTemplate, RuntimeError};
 use ivg_tokenize::{ChatMessage, Tokenizer};
 use serde_json::{Map, Value};
 
@@ -22,6 +24,8 @@ pub struct PresetInfo {
     pub defaults: GuidanceSpec,
     pub has_implicit: bool,
     pub has_explicit: bool,
+    /// The preset's loaded guides, for their context checks.
+    pub guides: Option<Arc<GuideSet>>,
 }
 
 /// What validation needs to know about the server.
@@ -125,6 +129,7 @@ pub fn validate(
         edge.context,
         max_key,
     )?;
+    check_guide_context(info, &text, &config, max_key)?;
     let n = opt_count(&map, "n", 1, edge.max_n)?.unwrap_or(1);
     let stream = opt_bool(&map, "stream")?.unwrap_or(false);
     let stream_usage = stream_usage(map.get("stream_options"))?;
@@ -499,6 +504,39 @@ fn config_param(message: &str) -> String {
         }
     }
     "ivg".to_string()
+}
+
+/// Every guide model the method runs must hold the prompt under its own
+/// template plus the new tokens: an overflow found mid-step would fail every
+/// request of the batch, so it is a 400 here.
+fn check_guide_context(
+    info: &PresetInfo,
+    text: &str,
+    config: &GuidanceConfig,
+    max_key: &str,
+) -> Result<(), ApiError> {
+    let Some(set) = &info.guides else {
+        return Ok(());
+    };
+    let roles: Vec<ValueRole> = value_feeds(config).iter().map(|&(r, _)| r).collect();
+    match set.check_fits(text, config.max_new_tokens, &roles) {
+        Ok(()) => Ok(()),
+        Err(
+            e @ RuntimeError::GuideContext {
+                prompt_tokens,
+                context,
+                ..
+            },
+        ) => {
+            let param = if prompt_tokens >= context {
+                "prompt"
+            } else {
+                max_key
+            };
+            Err(ApiError::invalid(param, e.to_string()))
+        }
+        Err(e) => Err(ApiError::invalid("prompt", e.to_string())),
+    }
 }
 
 fn check_context(prompt: usize, max_new: usize, context: usize, key: &str) -> Result<(), ApiError> {

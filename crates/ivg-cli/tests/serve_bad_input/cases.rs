@@ -242,6 +242,14 @@ pub(crate) fn cases() -> Vec<Case> {
             with("max_tokens", "62"),
             bad("max_tokens"),
         ),
+        // 3 + 61 tokens fill the base's context of 64, but the tuned guide
+        // reads `t7 {prompt}` (4 tokens): refused here, not mid-step, where it
+        // would fail every request of the batch.
+        c(
+            "prompt + max_tokens beyond a guide's context only",
+            with("max_tokens", "61"),
+            bad("max_tokens"),
+        ),
         // sampling
         c(
             "temperature -1",
@@ -501,6 +509,14 @@ pub(crate) fn cases() -> Vec<Case> {
             Status(200, None),
         ),
         c("top_p 1", with("top_p", "1"), Status(200, None)),
+        c(
+            "max_tokens filling the base's context, method base (no guide read)",
+            json!({"model": "tiny-ivg", "prompt": PROMPT, "max_tokens": 61, "seed": 1,
+                   "ivg": {"method": "base"}})
+            .to_string()
+            .into_bytes(),
+            Status(200, None),
+        ),
         c(
             "chunk_len 0 (infinity)",
             ivg("chunk_len", "0"),

@@ -65,8 +65,8 @@ pub(crate) fn attend(
     };
     let dims = Dims { h, kvh, t, s, d };
     let out = with_slice(&q, |qs| {
-        with_heads(&k, |ks| {
-            with_heads(&v, |vs| match &mask {
+        with_heads(k, |ks| {
+            with_heads(v, |vs| match &mask {
                 Some(m) => with_slice(&m.tensor, |ms| {
                     let m = Mask {
                         data: ms,
