@@ -72,9 +72,29 @@ pub(crate) fn attend(
                         data: ms,
                         per_query: m.per_query,
                     };
-                    Ok(run(dims, b, qs, ks, vs, Some(m), shape))
+                    Ok(run(
+                        b,
+                        Inputs {
+                            dims,
+                            qs,
+                            ks,
+                            vs,
+                            mask: Some(m),
+                            shape,
+                        },
+                    ))
                 }),
-                None => Ok(run(dims, b, qs, ks, vs, None, shape)),
+                None => Ok(run(
+                    b,
+                    Inputs {
+                        dims,
+                        qs,
+                        ks,
+                        vs,
+                        mask: None,
+                        shape,
+                    },
+                )),
             })
         })
     })?;
@@ -198,17 +218,21 @@ fn shape_error(q: &Tensor, k: &Tensor, v: &Tensor) -> ModelError {
     ))
 }
 
-/// All `(row, head)` units, each on one thread, gathered into `(b, t, h * d)`.
-fn run(
+/// Everything one `(row, head)` unit reads.
+#[derive(Clone, Copy)]
+struct Inputs<'a> {
     dims: Dims,
-    b: usize,
-    qs: &[f32],
-    ks: Strided,
-    vs: Strided,
-    mask: Option<Mask>,
+    /// `(b, h, t, d)`, contiguous.
+    qs: &'a [f32],
+    ks: Strided<'a>,
+    vs: Strided<'a>,
+    mask: Option<Mask<'a>>,
     shape: Heads,
-) -> Vec<f32> {
-    let Dims { h, t, s, d, .. } = dims;
+}
+
+/// All `(row, head)` units, each on one thread, gathered into `(b, t, h * d)`.
+fn run(b: usize, inputs: Inputs) -> Vec<f32> {
+    let Dims { h, t, s, d, .. } = inputs.dims;
     let units = b * h;
     let avx2 = has_avx2();
     let unit = |u: usize| {
@@ -216,9 +240,9 @@ fn run(
         #[cfg(target_arch = "x86_64")]
         if avx2 {
             // SAFETY: `has_avx2` found the feature on this CPU.
-            return unsafe { head_avx2(dims, row, hd, qs, ks, vs, mask, shape) };
+            return unsafe { head_avx2(inputs, row, hd) };
         }
-        head(dims, row, hd, qs, ks, vs, mask, shape, dot)
+        head(inputs, row, hd, dot)
     };
     let work = units * t * s * d;
     let threads = rayon::current_num_threads();
@@ -256,37 +280,22 @@ fn has_avx2() -> bool {
 /// The CPU must have AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn head_avx2(
-    dims: Dims,
-    row: usize,
-    hd: usize,
-    qs: &[f32],
-    ks: Strided,
-    vs: Strided,
-    mask: Option<Mask>,
-    shape: Heads,
-) -> Vec<f32> {
+unsafe fn head_avx2(inputs: Inputs, row: usize, hd: usize) -> Vec<f32> {
     // SAFETY: the caller guarantees AVX2.
-    head(dims, row, hd, qs, ks, vs, mask, shape, |a, b| unsafe {
-        dot_avx2(a, b)
-    })
+    head(inputs, row, hd, |a, b| unsafe { dot_avx2(a, b) })
 }
 
 /// One `(row, head)`: `(t, d)` outputs.
-#[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn head(
-    dims: Dims,
-    row: usize,
-    hd: usize,
-    qs: &[f32],
-    ks: Strided,
-    vs: Strided,
-    mask: Option<Mask>,
-    shape: Heads,
-    dot: impl Fn(&[f32], &[f32]) -> f32,
-) -> Vec<f32> {
+fn head(inputs: Inputs, row: usize, hd: usize, dot: impl Fn(&[f32], &[f32]) -> f32) -> Vec<f32> {
+    let Inputs {
+        dims,
+        qs,
+        ks,
+        vs,
+        mask,
+        shape,
+    } = inputs;
     let Dims { h, kvh, t, s, d } = dims;
     let g = hd / (h / kvh);
     let q_at = (row * h + hd) * t * d;
