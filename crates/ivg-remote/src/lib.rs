@@ -1,0 +1,26 @@
+//! ivg-remote: a base model served by an existing inference engine, driven
+//! over HTTP by token ids (no text round trip), so that small local guides
+//! can steer a base that lives in llama.cpp's server (and, next, vLLM or
+//! SGLang) on another machine.
+//!
+//! What guided decoding needs from a base, and the calls that give it:
+//! - [`RemoteEngine::next_token_topk`]: the base's top-k next-token
+//!   log-probabilities after a prefix (EFT combines them with the guides'
+//!   and samples locally with ivg's seeded generator);
+//! - [`RemoteEngine::sample_chunks`]: `n` sampled continuations of at most
+//!   `L` tokens with finish reasons (CBS and BoN candidates);
+//! - [`RemoteEngine::tokenize`] / [`RemoteEngine::detokenize`]: the probe
+//!   that the engine's vocabulary is the local one.
+//!
+//! Every call is idempotent (sampling is seeded), so transient failures are
+//! retried with backoff; a concurrency limit bounds the calls in flight; an
+//! error names the engine's URL and the call.
+
+mod error;
+mod http;
+mod llama;
+mod spec;
+
+pub use error::RemoteError;
+pub use llama::{Chunk, Finish, RemoteEngine, Sampling, TopK};
+pub use spec::{Protocol, RemoteSpec};

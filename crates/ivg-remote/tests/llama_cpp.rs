@@ -1,0 +1,263 @@
+//! Against a real llama.cpp server on loopback (built from the PyPI sdist by
+//! `scripts/build-llama-server.sh`, which `.ci/run` calls; the test builds it
+//! when the cache lacks it) serving SmolLM2's GGUF: ids, top-k and seeded
+//! chunks come back as the protocol promises, agree with ivg's own model on
+//! the same file, and faults name the engine.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use candle_core::{Device, Tensor};
+use ivg_models::LogitsSpan;
+use ivg_remote::{Finish, RemoteEngine, RemoteError, RemoteSpec, Sampling};
+use ivg_runtime::{ModelRef, Quant};
+
+/// A llama-server child, killed on drop.
+struct Engine {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A program of the llama.cpp build in the ivg cache (built when missing).
+fn llama_bin(name: &str) -> PathBuf {
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/build-llama-server.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run build-llama-server.sh");
+    assert!(out.status.success(), "build-llama-server.sh failed");
+    PathBuf::from(String::from_utf8(out.stdout).expect("utf-8").trim()).join(name)
+}
+
+/// SmolLM2's Q4_1 GGUF dequantized to F32 by `llama-quantize` (exactly the
+/// values ivg's `quant = "f32"` load computes), in `dir`.
+fn f32_gguf(dir: &std::path::Path) -> PathBuf {
+    let q4 = ivg_runtime::resolve_path(std::path::Path::new("asset:smollm2")).expect("asset");
+    let out = dir.join("smollm2-f32.gguf");
+    let status = Command::new(llama_bin("llama-quantize"))
+        .arg("--allow-requantize")
+        .args([q4.as_os_str(), out.as_os_str()])
+        .arg("F32")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run llama-quantize");
+    assert!(status.success(), "llama-quantize to F32 failed");
+    out
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+fn start(gguf: &std::path::Path) -> Engine {
+    let port = free_port();
+    // f32 KV cache and no flash attention: the engine computes in f32 as
+    // ivg does, so the comparison measures the protocol, not the kernels.
+    let child = Command::new(llama_bin("llama-server"))
+        .args(["-m", gguf.to_str().expect("path"), "--host", "127.0.0.1"])
+        .args([
+            "--port",
+            &port.to_string(),
+            "-t",
+            "1",
+            "-c",
+            "4096",
+            "-np",
+            "4",
+            "-ngl",
+            "0",
+        ])
+        .args(["-ctk", "f32", "-ctv", "f32", "-fa", "off"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start llama-server");
+    let engine = Engine {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    };
+    let agent = ureq_agent();
+    let start = Instant::now();
+    loop {
+        if let Ok(r) = agent.get(&format!("{}/health", engine.url)).call() {
+            if r.status().as_u16() == 200 {
+                return engine;
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "llama-server not healthy after 120 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn ureq_agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .new_agent()
+}
+
+fn log_softmax(row: &Tensor) -> Vec<f32> {
+    let v: Vec<f32> = row.to_device(&Device::Cpu).unwrap().to_vec1().unwrap();
+    let max = v.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    let lse = max + v.iter().map(|x| ((x - max) as f64).exp()).sum::<f64>().ln() as f32;
+    v.iter().map(|x| x - lse).collect()
+}
+
+#[test]
+fn llama_cpp_engine_speaks_ids_topk_and_seeded_chunks() {
+    let local = ModelRef::new("asset:smollm2")
+        .with_quant(Quant::F32)
+        .load()
+        .expect("SmolLM2 (run `ivg assets fetch smollm2`)");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = start(&f32_gguf(dir.path()));
+    let engine =
+        RemoteEngine::connect(&RemoteSpec::llama_cpp(server.url.clone())).expect("connect");
+    assert_eq!(engine.context_length(), 1024, "-c 4096 over 4 slots");
+
+    // Ids: the engine's equal ivg's, with and without special tokens.
+    let texts = [
+        "I watched this film and",
+        "<|im_start|>user\nReview Casablanca.<|im_end|>\n",
+        "  spaces,\ttabs\n\nand 12345 digits; ünïcödé — done.",
+    ];
+    for text in texts {
+        let ours = local.tokenizer.encode(text, false).expect("encode");
+        assert_eq!(
+            engine.tokenize(text, false).expect("tokenize"),
+            ours,
+            "{text:?}"
+        );
+        assert_eq!(engine.detokenize(&ours).expect("detokenize"), text);
+    }
+
+    // Top-k: 20 ids, most likely first, against ivg's f32 model on the same
+    // weights, over 50 positions of the greedy path.
+    let prompt = local.tokenizer.encode(texts[0], false).expect("encode");
+    let mut prefix = prompt.clone();
+    let mut state = local.model.new_state();
+    let mut logits = local
+        .model
+        .prefill(std::slice::from_ref(&prompt), &mut state, LogitsSpan::Last)
+        .expect("prefill");
+    let mut worst = 0f32;
+    for _ in 0..50 {
+        let top = engine.next_token_topk(&prefix, 20).expect("top-k");
+        assert_eq!(top.tokens.len(), 20);
+        assert!(
+            top.tokens.windows(2).all(|w| w[0].1 >= w[1].1),
+            "{:?}",
+            top.tokens
+        );
+        let ours = log_softmax(&logits.get(0).expect("row"));
+        for &(id, lp) in &top.tokens {
+            worst = worst.max((ours[id as usize] - lp).abs());
+        }
+        // Equal up to a near tie inside the tolerance.
+        let best = (0..ours.len())
+            .max_by(|&a, &b| ours[a].total_cmp(&ours[b]))
+            .expect("vocab");
+        let next = top.tokens[0].0;
+        assert!(
+            ours[best] - ours[next as usize] < 1e-3,
+            "argmax after {prefix:?}: ivg {best}, llama.cpp {next}"
+        );
+        prefix.push(next);
+        logits = local.model.step(&[next], &mut state).expect("step");
+    }
+    eprintln!("top-20 log-probabilities, llama.cpp vs ivg, f32 GGUF: max |diff| {worst:.2e} over 50 positions");
+    assert!(worst < 1e-3, "top-20 log-probabilities differ by {worst}");
+
+    // A repeated prefix is served from the prompt cache.
+    let again = engine
+        .next_token_topk(&prefix[..prefix.len() - 1], 20)
+        .expect("top-k");
+    assert!(again.cached > 0, "no cached prompt tokens reported");
+
+    // Chunks: n seeded continuations, reproducible; a greedy chunk follows
+    // the engine's own argmax.
+    let sampling = Sampling {
+        temperature: 1.0,
+        top_p: 0.95,
+        seed: 7,
+    };
+    let chunks = engine
+        .sample_chunks(&prompt, 4, 6, sampling)
+        .expect("chunks");
+    assert_eq!(chunks.len(), 4);
+    for c in &chunks {
+        assert!(
+            c.finish == Finish::Length && c.tokens.len() == 6 || c.finish == Finish::Eos,
+            "{c:?}"
+        );
+    }
+    let distinct: std::collections::HashSet<_> = chunks.iter().map(|c| c.tokens.clone()).collect();
+    assert!(distinct.len() > 1, "4 seeded chunks all equal: {chunks:?}");
+    let same = engine
+        .sample_chunks(&prompt, 4, 6, sampling)
+        .expect("chunks again");
+    let tokens = |cs: &[ivg_remote::Chunk]| cs.iter().map(|c| c.tokens.clone()).collect::<Vec<_>>();
+    assert_eq!(
+        tokens(&same),
+        tokens(&chunks),
+        "same seed, different chunks"
+    );
+    let greedy = Sampling {
+        temperature: 0.0,
+        top_p: 1.0,
+        seed: 1,
+    };
+    let g = engine
+        .sample_chunks(&prompt, 1, 5, greedy)
+        .expect("greedy chunk");
+    let mut walk = prompt.clone();
+    for &t in &g[0].tokens {
+        assert_eq!(
+            engine.next_token_topk(&walk, 1).expect("top-1").tokens[0].0,
+            t
+        );
+        walk.push(t);
+    }
+
+    // Refused locally: a prefix past the engine's context.
+    let long = vec![prompt[0]; 1024];
+    let err = engine.next_token_topk(&long, 5).unwrap_err().to_string();
+    assert!(
+        err.contains(&server.url) && err.contains("context of 1024"),
+        "{err}"
+    );
+
+    // The engine gone: a transport error naming it and the call, after retries.
+    let url = server.url.clone();
+    drop(server);
+    let err = engine.next_token_topk(&prompt, 5).unwrap_err();
+    assert!(
+        matches!(err, RemoteError::Transport { attempts: 4, .. }),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&url) && msg.contains("POST /completion (top-k)"),
+        "{msg}"
+    );
+}
