@@ -9,8 +9,9 @@
 //!   and samples locally with ivg's seeded generator);
 //! - [`RemoteEngine::sample_chunks`]: `n` sampled continuations of at most
 //!   `L` tokens with finish reasons (CBS and BoN candidates);
-//! - [`RemoteEngine::tokenize`] / [`RemoteEngine::detokenize`]: the probe
-//!   that the engine's vocabulary is the local one.
+//! - [`RemoteEngine::tokenize`] / [`RemoteEngine::detokenize`] and
+//!   [`RemoteEngine::compare_vocabulary`]: whether the engine's vocabulary
+//!   is the local one (token-level guidance) or not (text level only).
 //!
 //! Every call is idempotent (sampling is seeded), so transient failures are
 //! retried with backoff; a concurrency limit bounds the calls in flight; an
@@ -20,7 +21,9 @@ mod error;
 mod http;
 mod llama;
 mod spec;
+mod vocab;
 
 pub use error::RemoteError;
 pub use llama::{Chunk, Finish, RemoteEngine, Sampling, TopK};
 pub use spec::{Protocol, RemoteSpec};
+pub use vocab::{Vocabulary, PROBE};

@@ -73,6 +73,10 @@ impl RemoteEngine {
         &self.http.url
     }
 
+    pub(crate) fn http(&self) -> &Http {
+        &self.http
+    }
+
     pub fn protocol(&self) -> Protocol {
         self.protocol
     }

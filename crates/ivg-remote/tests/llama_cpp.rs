@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use candle_core::{Device, Tensor};
 use ivg_models::LogitsSpan;
-use ivg_remote::{Finish, RemoteEngine, RemoteError, RemoteSpec, Sampling};
+use ivg_remote::{Finish, RemoteEngine, RemoteError, RemoteSpec, Sampling, Vocabulary};
 use ivg_runtime::{ModelRef, Quant};
 
 /// A llama-server child, killed on drop.
@@ -149,6 +149,21 @@ fn llama_cpp_engine_speaks_ids_topk_and_seeded_chunks() {
             "{text:?}"
         );
         assert_eq!(engine.detokenize(&ours).expect("detokenize"), text);
+    }
+
+    // Vocabulary, through the engine's API: SmolLM2's, and not Gemma 3's.
+    let same = engine
+        .compare_vocabulary(&local.tokenizer, 256)
+        .expect("compare");
+    assert_eq!(same, Vocabulary::Same);
+    let gemma = ModelRef::new("asset:gemma3")
+        .load_tokenizer()
+        .expect("Gemma 3 tokenizer");
+    match engine.compare_vocabulary(&gemma, 256).expect("compare") {
+        Vocabulary::Different { reason } => {
+            assert!(reason.contains("the engine has 49152 tokens"), "{reason}")
+        }
+        Vocabulary::Same => panic!("Gemma 3's vocabulary taken for SmolLM2's"),
     }
 
     // Top-k: 20 ids, most likely first, against ivg's f32 model on the same
