@@ -9,6 +9,7 @@ pub mod engine;
 pub mod generate;
 pub mod guidance;
 pub mod guide_source;
+pub mod topk;
 
 pub use engine::{
     first_token_logits, guided_generate, guided_generate_seeded, value_feeds, ChunkTrace, Engine,
@@ -17,3 +18,4 @@ pub use engine::{
 pub use generate::{generate, DecodeError, FinishReason, GenerateConfig, Generation};
 pub use guidance::{ChunkRanking, GuidanceConfig, Method, TokenPolicy};
 pub use guide_source::{GuideSource, ValueRole};
+pub use topk::{combine_topk, CandidateLogits};

@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use candle_core::{Device, Tensor};
+use ivg_decode::{combine_topk, Sampler, SamplingConfig};
 use ivg_models::LogitsSpan;
 use ivg_remote::{Finish, RemoteEngine, RemoteError, RemoteSpec, Sampling, Vocabulary};
 use ivg_runtime::{ModelRef, Quant};
@@ -202,6 +203,73 @@ fn llama_cpp_engine_speaks_ids_topk_and_seeded_chunks() {
     }
     eprintln!("top-20 log-probabilities, llama.cpp vs ivg, f32 GGUF: max |diff| {worst:.2e} over 50 positions");
     assert!(worst < 1e-3, "top-20 log-probabilities differ by {worst}");
+
+    // EFT on the engine's top-k, with the demo's training-free implicit value
+    // (SmolLM2 under a glowing-review template against a plain one, beta 1):
+    // with every token a candidate it is the in-process policy; with k = 20
+    // its error stays under the bound it reports.
+    let text = "The film was";
+    let template_lp = |template: &str| {
+        let ids = local
+            .tokenizer
+            .encode(&template.replace("{prompt}", text), false)
+            .expect("encode");
+        let mut st = local.model.new_state();
+        let l = local
+            .model
+            .prefill(&[ids], &mut st, LogitsSpan::Last)
+            .expect("prefill");
+        log_softmax(&l.get(0).expect("row"))
+    };
+    let tuned =
+        template_lp("Here is a glowing, enthusiastic, positive movie review from imdb: {prompt}");
+    let reference = template_lp("Here is a movie review from imdb: {prompt}");
+    let offsets: Vec<f32> = tuned.iter().zip(&reference).map(|(t, r)| t - r).collect();
+    let base_ids = local.tokenizer.encode(text, false).expect("encode");
+    let base_lp = {
+        let mut st = local.model.new_state();
+        let l = local
+            .model
+            .prefill(&[base_ids.clone()], &mut st, LogitsSpan::Last)
+            .expect("prefill");
+        log_softmax(&l.get(0).expect("row"))
+    };
+    let in_process: Vec<f32> = base_lp.iter().zip(&offsets).map(|(b, o)| b + o).collect();
+    let vocab = offsets.len();
+    for t in [0.7, 1.0] {
+        let sampling = SamplingConfig {
+            temperature: t,
+            top_k: None,
+            top_p: None,
+        };
+        let sampler = Sampler::new(sampling, 0).expect("sampler");
+        let want = sampler.distribution(&in_process).expect("distribution");
+        for k in [vocab, 20] {
+            let top = engine.next_token_topk(&base_ids, k).expect("top-k");
+            let c = combine_topk(&top.tokens, &offsets, t).expect("combine");
+            let got = sampler.distribution(&c.logits).expect("distribution");
+            let mut on = vec![0f64; vocab];
+            for (&id, &p) in c.ids.iter().zip(&got) {
+                on[id as usize] = p;
+            }
+            let tv = 0.5
+                * want
+                    .iter()
+                    .zip(&on)
+                    .map(|(a, b)| (a - b).abs())
+                    .sum::<f64>();
+            eprintln!("EFT over the engine's top-{k}, T {t}: TV to in-process {tv:.2e}, bound {:.2e}, base mass {:.4}", c.tv_bound, c.base_mass);
+            if k == vocab {
+                assert!(tv < 1e-3, "k = vocab, T {t}: TV {tv}");
+            } else {
+                assert!(
+                    tv <= c.tv_bound + 1e-3,
+                    "k {k}, T {t}: TV {tv} over the bound {}",
+                    c.tv_bound
+                );
+            }
+        }
+    }
 
     // A repeated prefix is served from the prompt cache.
     let again = engine
