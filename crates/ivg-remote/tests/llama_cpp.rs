@@ -230,7 +230,7 @@ fn llama_cpp_engine_speaks_ids_topk_and_seeded_chunks() {
         let mut st = local.model.new_state();
         let l = local
             .model
-            .prefill(&[base_ids.clone()], &mut st, LogitsSpan::Last)
+            .prefill(std::slice::from_ref(&base_ids), &mut st, LogitsSpan::Last)
             .expect("prefill");
         log_softmax(&l.get(0).expect("row"))
     };
