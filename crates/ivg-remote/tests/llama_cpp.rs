@@ -13,7 +13,7 @@ use candle_core::{Device, Tensor};
 use ivg_decode::{combine_topk, Sampler, SamplingConfig};
 use ivg_models::LogitsSpan;
 use ivg_remote::{Finish, RemoteEngine, RemoteError, RemoteSpec, Sampling, Vocabulary};
-use ivg_runtime::{ModelRef, Quant};
+use ivg_runtime::{LoadedModel, ModelRef, Quant};
 
 /// A llama-server child, killed on drop.
 struct Engine {
@@ -135,7 +135,40 @@ fn llama_cpp_engine_speaks_ids_topk_and_seeded_chunks() {
     let engine =
         RemoteEngine::connect(&RemoteSpec::llama_cpp(server.url.clone())).expect("connect");
     assert_eq!(engine.context_length(), 1024, "-c 4096 over 4 slots");
+    ids_and_vocabulary(&engine, &local);
+    let prompt = local
+        .tokenizer
+        .encode("I watched this film and", false)
+        .expect("encode");
+    topk_equals_ivg(&engine, &local, &prompt);
+    eft_on_the_topk(&engine, &local);
+    seeded_chunks(&engine, &prompt);
 
+    // Refused locally: a prefix past the engine's context.
+    let long = vec![prompt[0]; 1024];
+    let err = engine.next_token_topk(&long, 5).unwrap_err().to_string();
+    assert!(
+        err.contains(&server.url) && err.contains("context of 1024"),
+        "{err}"
+    );
+
+    // The engine gone: a transport error naming it and the call, after retries.
+    let url = server.url.clone();
+    drop(server);
+    let err = engine.next_token_topk(&prompt, 5).unwrap_err();
+    assert!(
+        matches!(err, RemoteError::Transport { attempts: 4, .. }),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&url) && msg.contains("POST /completion (top-k)"),
+        "{msg}"
+    );
+}
+
+/// The engine's ids and vocabulary are ivg's for SmolLM2, not for Gemma 3.
+fn ids_and_vocabulary(engine: &RemoteEngine, local: &LoadedModel) {
     // Ids: the engine's equal ivg's, with and without special tokens.
     let texts = [
         "I watched this film and",
@@ -166,15 +199,17 @@ fn llama_cpp_engine_speaks_ids_topk_and_seeded_chunks() {
         }
         Vocabulary::Same => panic!("Gemma 3's vocabulary taken for SmolLM2's"),
     }
+}
 
+/// Top-20 log-probabilities over 50 greedy positions, and the prompt cache.
+fn topk_equals_ivg(engine: &RemoteEngine, local: &LoadedModel, prompt: &[u32]) {
     // Top-k: 20 ids, most likely first, against ivg's f32 model on the same
     // weights, over 50 positions of the greedy path.
-    let prompt = local.tokenizer.encode(texts[0], false).expect("encode");
-    let mut prefix = prompt.clone();
+    let mut prefix = prompt.to_vec();
     let mut state = local.model.new_state();
     let mut logits = local
         .model
-        .prefill(std::slice::from_ref(&prompt), &mut state, LogitsSpan::Last)
+        .prefill(&[prompt.to_vec()], &mut state, LogitsSpan::Last)
         .expect("prefill");
     let mut worst = 0f32;
     for _ in 0..50 {
@@ -204,6 +239,14 @@ fn llama_cpp_engine_speaks_ids_topk_and_seeded_chunks() {
     eprintln!("top-20 log-probabilities, llama.cpp vs ivg, f32 GGUF: max |diff| {worst:.2e} over 50 positions");
     assert!(worst < 1e-3, "top-20 log-probabilities differ by {worst}");
 
+    // A repeated prefix is served from the prompt cache.
+    let again = engine
+        .next_token_topk(&prefix[..prefix.len() - 1], 20)
+        .expect("top-k");
+    assert!(again.cached > 0, "no cached prompt tokens reported");
+}
+
+fn eft_on_the_topk(engine: &RemoteEngine, local: &LoadedModel) {
     // EFT on the engine's top-k, with the demo's training-free implicit value
     // (SmolLM2 under a glowing-review template against a plain one, beta 1):
     // with every token a candidate it is the in-process policy; with k = 20
@@ -270,13 +313,9 @@ fn llama_cpp_engine_speaks_ids_topk_and_seeded_chunks() {
             }
         }
     }
+}
 
-    // A repeated prefix is served from the prompt cache.
-    let again = engine
-        .next_token_topk(&prefix[..prefix.len() - 1], 20)
-        .expect("top-k");
-    assert!(again.cached > 0, "no cached prompt tokens reported");
-
+fn seeded_chunks(engine: &RemoteEngine, prompt: &[u32]) {
     // Chunks: n seeded continuations, reproducible; a greedy chunk follows
     // the engine's own argmax.
     let sampling = Sampling {
@@ -285,7 +324,7 @@ fn llama_cpp_engine_speaks_ids_topk_and_seeded_chunks() {
         seed: 7,
     };
     let chunks = engine
-        .sample_chunks(&prompt, 4, 6, sampling)
+        .sample_chunks(prompt, 4, 6, sampling)
         .expect("chunks");
     assert_eq!(chunks.len(), 4);
     for c in &chunks {
@@ -297,7 +336,7 @@ fn llama_cpp_engine_speaks_ids_topk_and_seeded_chunks() {
     let distinct: std::collections::HashSet<_> = chunks.iter().map(|c| c.tokens.clone()).collect();
     assert!(distinct.len() > 1, "4 seeded chunks all equal: {chunks:?}");
     let same = engine
-        .sample_chunks(&prompt, 4, 6, sampling)
+        .sample_chunks(prompt, 4, 6, sampling)
         .expect("chunks again");
     let tokens = |cs: &[ivg_remote::Chunk]| cs.iter().map(|c| c.tokens.clone()).collect::<Vec<_>>();
     assert_eq!(
@@ -311,9 +350,9 @@ fn llama_cpp_engine_speaks_ids_topk_and_seeded_chunks() {
         seed: 1,
     };
     let g = engine
-        .sample_chunks(&prompt, 1, 5, greedy)
+        .sample_chunks(prompt, 1, 5, greedy)
         .expect("greedy chunk");
-    let mut walk = prompt.clone();
+    let mut walk = prompt.to_vec();
     for &t in &g[0].tokens {
         assert_eq!(
             engine.next_token_topk(&walk, 1).expect("top-1").tokens[0].0,
@@ -321,26 +360,4 @@ fn llama_cpp_engine_speaks_ids_topk_and_seeded_chunks() {
         );
         walk.push(t);
     }
-
-    // Refused locally: a prefix past the engine's context.
-    let long = vec![prompt[0]; 1024];
-    let err = engine.next_token_topk(&long, 5).unwrap_err().to_string();
-    assert!(
-        err.contains(&server.url) && err.contains("context of 1024"),
-        "{err}"
-    );
-
-    // The engine gone: a transport error naming it and the call, after retries.
-    let url = server.url.clone();
-    drop(server);
-    let err = engine.next_token_topk(&prompt, 5).unwrap_err();
-    assert!(
-        matches!(err, RemoteError::Transport { attempts: 4, .. }),
-        "{err:?}"
-    );
-    let msg = err.to_string();
-    assert!(
-        msg.contains(&url) && msg.contains("POST /completion (top-k)"),
-        "{msg}"
-    );
 }
