@@ -15,7 +15,7 @@ use ivg_assets::Asset;
 use ivg_decode::{
     guided_generate, ChunkRanking, GuidanceConfig, Guides, Method, SamplingConfig, TokenPolicy,
 };
-use ivg_models::{CausalLm, ModelConfig, Weights};
+use ivg_models::{CausalLm, ModelConfig, QuantPolicy, Weights};
 use ivg_tokenize::Tokenizer;
 use ivg_value::{ImplicitPair, ImplicitValue, QValue, ValueFunction};
 
@@ -41,6 +41,9 @@ pub struct BenchGuidedArgs {
     /// Hidden size of each random guide.
     #[arg(long, default_value_t = 256)]
     guide_hidden: usize,
+    /// Run the guides' matrices as Q8_0 (quantized at load), as the base.
+    #[arg(long)]
+    q8_guides: bool,
 }
 
 const PROMPTS: [&str; 8] = [
@@ -55,7 +58,12 @@ const PROMPTS: [&str; 8] = [
 ];
 
 /// A small Llama over `vocab` tokens with random weights, as an inference model.
-fn random_guide(name: &str, vocab: usize, layers: usize, hidden: usize) -> Result<CausalLm> {
+fn random_guide(
+    name: &str,
+    vocab: usize,
+    (layers, hidden): (usize, usize),
+    quant: QuantPolicy,
+) -> Result<CausalLm> {
     let config = serde_json::json!({
         "model_type": "llama", "vocab_size": vocab, "hidden_size": hidden,
         "intermediate_size": hidden * 3, "num_hidden_layers": layers,
@@ -75,7 +83,7 @@ fn random_guide(name: &str, vocab: usize, layers: usize, hidden: usize) -> Resul
         .collect();
     drop(data);
     Ok(CausalLm::load(
-        &Weights::from_tensors(map, name, &Device::Cpu),
+        &Weights::from_tensors(map, name, &Device::Cpu).with_quant(quant),
         &config,
         name,
     )?)
@@ -94,9 +102,14 @@ pub fn run(args: BenchGuidedArgs) -> Result<()> {
     let tokenizer: Arc<Tokenizer> = base.tokenizer.clone();
     let vocab = base.model.vocab_size();
     let (l, h) = (args.guide_layers, args.guide_hidden);
-    let tuned = Arc::new(random_guide("tuned", vocab, l, h)?);
-    let reference = Arc::new(random_guide("ref", vocab, l, h)?);
-    let q = Arc::new(random_guide("q", vocab, l, h)?);
+    let quant = if args.q8_guides {
+        QuantPolicy::Q8_0
+    } else {
+        QuantPolicy::Keep
+    };
+    let tuned = Arc::new(random_guide("tuned", vocab, (l, h), quant)?);
+    let reference = Arc::new(random_guide("ref", vocab, (l, h), quant)?);
+    let q = Arc::new(random_guide("q", vocab, (l, h), quant)?);
     let methods: Vec<Method> = if args.methods.is_empty() {
         Method::ALL.to_vec()
     } else {
@@ -133,8 +146,8 @@ pub fn run(args: BenchGuidedArgs) -> Result<()> {
     };
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all".into());
     println!(
-        "base {} (Q8_0); guides: random Llama {l} layers, d={h}, vocab {vocab}; {} prompts in one batch; W={} K={} L={} max {} tokens; threads {threads}",
-        path.display(), args.prompts, args.width, args.successors, args.chunk_len, args.max_new_tokens
+        "base {} (Q8_0); guides: random Llama {l} layers, d={h}, vocab {vocab}, {}; {} prompts in one batch; W={} K={} L={} max {} tokens; threads {threads}",
+        path.display(), if args.q8_guides { "Q8_0" } else { "f32" }, args.prompts, args.width, args.successors, args.chunk_len, args.max_new_tokens
     );
     println!("| method | rows/prompt | wall s/prompt | model s/prompt | ratio | tokens/s |\n|---|---:|---:|---:|---:|---:|");
     for method in methods {

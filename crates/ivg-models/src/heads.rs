@@ -42,6 +42,11 @@ impl LmHead {
         })
     }
 
+    /// The output projection (for inspecting how its weight is stored).
+    pub fn proj(&self) -> &Linear {
+        &self.proj
+    }
+
     pub fn with_softcap(mut self, softcap: Option<f64>) -> Self {
         self.softcap = softcap;
         self

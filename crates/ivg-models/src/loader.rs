@@ -134,7 +134,10 @@ pub fn open(path: &Path, opts: &LoadOptions) -> Result<(ModelConfig, Weights)> {
     match ModelSource::resolve(path)? {
         ModelSource::HfDir { dir, weights } => {
             let config = ModelConfig::from_file(&config_path(&dir))?;
-            Ok((config, Weights::from_safetensors(&weights, &opts.device)?))
+            Ok((
+                config,
+                Weights::from_safetensors(&weights, &opts.device)?.with_quant(opts.quant),
+            ))
         }
         ModelSource::Gguf(file) => {
             let gguf = GgufFile::open(&file)?;

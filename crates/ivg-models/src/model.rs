@@ -126,6 +126,10 @@ impl CausalLm {
         self.backbone.context_length()
     }
 
+    pub fn head(&self) -> &LmHead {
+        &self.head
+    }
+
     pub fn backbone(&self) -> &dyn Backbone {
         self.backbone.as_ref()
     }

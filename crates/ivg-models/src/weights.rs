@@ -25,6 +25,12 @@ pub enum QuantPolicy {
     Keep,
     /// Dequantize everything to f32 (parity checks, training from a GGUF).
     Dequantize,
+    /// Inference only: also quantize dense matrices (safetensors, GGUF F32 or
+    /// F16) to Q8_0 by the activations' rule, so small guides run on the same
+    /// Q8_0 kernel as the base; quantized GGUF matrices are kept as `Keep`
+    /// keeps them. Matrices whose input size is not a multiple of 32, or off
+    /// the CPU, stay dense; trainable sources ignore it.
+    Q8_0,
 }
 
 /// A matrix as stored: dense f32, or quantized blocks.
@@ -98,6 +104,12 @@ impl Weights {
             device,
             QuantPolicy::Dequantize,
         ))
+    }
+
+    /// This source under another quantization policy (see [`QuantPolicy`]).
+    pub fn with_quant(mut self, quant: QuantPolicy) -> Self {
+        self.quant = quant;
+        self
     }
 
     /// Reads a GGUF file's tensors lazily by their llama.cpp names.
@@ -273,7 +285,21 @@ impl Weights {
             }
         };
         self.check_shape(&full, &stored, shape)?;
-        Ok(stored)
+        match stored {
+            Stored::Dense(t) if allow_quant && self.quantizes(&t) => Ok(Stored::Quantized(
+                Arc::new(QTensor::quantize(&t, GgmlDType::Q8_0)?),
+            )),
+            other => Ok(other),
+        }
+    }
+
+    /// Whether the Q8_0 policy applies to the dense matrix `t`.
+    fn quantizes(&self, t: &Tensor) -> bool {
+        self.quant == QuantPolicy::Q8_0
+            && !self.is_trainable()
+            && self.device.is_cpu()
+            && t.dims().len() == 2
+            && t.dims()[1] % crate::layers::Q8_BLOCK == 0
     }
 
     fn quantized_or_dense(&self, q: QTensor, allow_quant: bool) -> Result<Stored> {

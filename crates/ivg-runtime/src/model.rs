@@ -119,6 +119,10 @@ pub enum Quant {
     /// CLI's `--f32`).
     #[serde(alias = "dequantize")]
     F32,
+    /// Inference only: also quantize dense matrices (a safetensors guide) to
+    /// Q8_0, run by the same kernel as a Q8_0 base.
+    #[serde(rename = "q8_0")]
+    Q8_0,
 }
 
 impl Quant {
@@ -126,6 +130,7 @@ impl Quant {
         match self {
             Self::Keep => QuantPolicy::Keep,
             Self::F32 => QuantPolicy::Dequantize,
+            Self::Q8_0 => QuantPolicy::Q8_0,
         }
     }
 }

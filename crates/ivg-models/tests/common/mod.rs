@@ -63,25 +63,32 @@ pub fn greedy(model: &CausalLm, prompt: &[u32], n: usize) -> Vec<u32> {
 /// A model with random weights (N(0, std) for every parameter) built from a
 /// config JSON, through the trainable weight source.
 pub fn random_model(config: serde_json::Value, std: f64) -> (CausalLm, VarMap) {
+    let (cfg, map, varmap) = random_tensors(config, std);
+    let dir = tempfile::tempdir().expect("tmp");
+    let file = dir.path().join("model.safetensors");
+    candle_core::safetensors::save(&map, &file).expect("save");
+    let w = Weights::from_safetensors(&[file], &Device::Cpu).expect("weights");
+    (CausalLm::load(&w, &cfg, "random").expect("reload"), varmap)
+}
+
+/// The seeded random weights of a model of `config`, by name.
+pub fn random_tensors(
+    config: serde_json::Value,
+    std: f64,
+) -> (ModelConfig, HashMap<String, Tensor>, VarMap) {
     let cfg =
         ModelConfig::from_value(&config, std::path::Path::new("test-config.json")).expect("config");
     let varmap = VarMap::new();
     let w = Weights::from_varmap(&varmap, &Device::Cpu);
-    let model = CausalLm::load(&w, &cfg, "random").expect("build");
+    CausalLm::load(&w, &cfg, "random").expect("build");
     randomize(&varmap, std);
-    // Rebuild over the randomised variables as an inference model (fused ops).
     let data = varmap.data().lock().expect("lock");
     let map: HashMap<String, Tensor> = data
         .iter()
         .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
         .collect();
     drop(data);
-    drop(model);
-    let dir = tempfile::tempdir().expect("tmp");
-    let file = dir.path().join("model.safetensors");
-    candle_core::safetensors::save(&map, &file).expect("save");
-    let w = Weights::from_safetensors(&[file], &Device::Cpu).expect("weights");
-    (CausalLm::load(&w, &cfg, "random").expect("reload"), varmap)
+    (cfg, map, varmap)
 }
 
 /// Seeded normal weights (every seventh variable, in name order, shifted by
