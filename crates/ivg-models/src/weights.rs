@@ -299,7 +299,7 @@ impl Weights {
             && !self.is_trainable()
             && self.device.is_cpu()
             && t.dims().len() == 2
-            && t.dims()[1] % crate::layers::Q8_BLOCK == 0
+            && t.dims()[1].is_multiple_of(crate::layers::Q8_BLOCK)
     }
 
     fn quantized_or_dense(&self, q: QTensor, allow_quant: bool) -> Result<Stored> {
