@@ -8,8 +8,10 @@ makes a Q8_0 GGUF of SmolLM2-135M-Instruct with llama-quantize (cached beside
 it), then, at 1 thread and at all cores, alternates `ivg bench` with
 llama.cpp's `llama-bench` (prefill, batch-1 decode) and `llama-batched-bench`
 (batch-16 decode), `--rounds` times, and prints the medians, the ranges and
-the ivg / llama.cpp ratios. With --write, the table and the machine go to a
-dated Markdown file in that folder. Standard library only.
+the ivg / llama.cpp ratios. Then it times every method of the matrix per
+prompt with `ivg bench-guided` (no llama.cpp counterpart) at the same thread
+counts. With --write, the tables and the machine go to a dated Markdown file
+in that folder. Standard library only.
 """
 import argparse
 import datetime
@@ -113,6 +115,11 @@ def main():
             lines.append(f"| {threads} | {label} | {statistics.median(a):.1f} [{min(a):.1f}-{max(a):.1f}] | "
                          f"{statistics.median(b):.1f} [{min(b):.1f}-{max(b):.1f}] | "
                          f"{statistics.median(ratios):.2f} [{min(ratios):.2f}-{max(ratios):.2f}] |")
+    lines += ["", "Every method of the matrix, `ivg bench-guided` (base SmolLM2 Q8_0, random 4-layer d=256 "
+              "guides, 2 prompts, W = K = 4, L = 5, 50 tokens), one run per thread count:"]
+    for threads in sorted({1, os.cpu_count() or 1}):
+        table = run([args.ivg, "--threads", str(threads), "bench-guided"])
+        lines += ["", f"{threads} thread(s):", ""] + [l for l in table.splitlines() if l.startswith("|")]
     version = run([os.path.join(bin_dir, "llama-server"), "--version"], stderr=subprocess.STDOUT).strip()
     lines += ["", f"Machine: {machine()}.", f"llama.cpp: {version.splitlines()[0]} (llama-cpp-python 0.3.36 sdist, AVX2, no AMX)."]
     text = "\n".join(lines)
