@@ -13,7 +13,8 @@ use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
 use ivg_assets::Asset;
 use ivg_decode::{
-    guided_generate, ChunkRanking, GuidanceConfig, Guides, Method, SamplingConfig, TokenPolicy,
+    guided_generate, BaseModel, ChunkRanking, GuidanceConfig, Guides, Method, SamplingConfig,
+    TokenPolicy,
 };
 use ivg_models::{CausalLm, ModelConfig, QuantPolicy, Weights};
 use ivg_tokenize::Tokenizer;
@@ -181,7 +182,7 @@ pub fn run(args: BenchGuidedArgs) -> Result<()> {
             })
             .transpose()?;
         let mut guides = Guides {
-            base: &base.model,
+            base: BaseModel::Local(&base.model),
             base_tokenizer: Some(&tokenizer),
             implicit: implicit.as_mut().map(|v| v as &mut dyn ValueFunction),
             explicit: explicit.as_mut().map(|v| v as &mut dyn ValueFunction),

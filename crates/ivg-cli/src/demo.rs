@@ -8,8 +8,8 @@
 use anyhow::Result;
 use ivg_assets::Asset;
 use ivg_decode::{
-    generate, guided_generate, ChunkRanking, GenerateConfig, GuidanceConfig, Guides, Method,
-    SamplingConfig, TokenPolicy,
+    generate, guided_generate, BaseModel, ChunkRanking, GenerateConfig, GuidanceConfig, Guides,
+    Method, SamplingConfig, TokenPolicy,
 };
 use ivg_eval::imdb;
 use ivg_value::{Feed, ImplicitPair, ImplicitValue, ValueFunction};
@@ -107,7 +107,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let guided_config = Method::EftICbsI.config(&shape, 1.0);
     let mut value = ImplicitValue::new("implicit", vec![pair()], 1.0, Feed::Stepped)?;
     let mut guides = Guides {
-        base: &model,
+        base: BaseModel::Local(&model),
         base_tokenizer: Some(&tokenizer),
         implicit: Some(&mut value),
         explicit: None,

@@ -7,16 +7,15 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use ivg_decode::{
-    guided_generate, ChunkRanking, ChunkTrace, GuidanceConfig, Guides, TokenPolicy, ValueRole,
+    guided_generate_events, row_seed, BaseModel, Batch, ChunkRanking, ChunkTrace, Event,
+    GuidanceConfig, Guides, TokenPolicy, ValueRole,
 };
 use ivg_runtime::{
-    load_guidance_config, ExplicitSpec, GuidanceSpec, GuideSet, GuideSpec, ModelRef, PairSpec,
-    PromptTemplate, RuntimeError,
+    load_guidance_config, ExplicitSpec, GuidanceSpec, GuideSet, GuideSpec, LoadedBase, ModelRef,
+    PairSpec, PromptTemplate, RuntimeError,
 };
 use ivg_tokenize::Tokenizer;
 use ivg_value::{Feed, ValueFunction};
-
-use crate::load::LoadedLm;
 
 /// Guide models and templates (`{prompt}` marks where the prompt text goes).
 #[derive(clap::Args, Clone)]
@@ -70,9 +69,14 @@ pub struct GuideArgs {
     /// End a response once its text contains this string (repeatable), e.g. a newline.
     #[arg(long)]
     pub stop: Vec<String>,
-    /// Write every chunk boundary's candidates, values and survivors as JSONL.
+    /// Write every chunk boundary's candidates, values and survivors as JSONL
+    /// (with a remote base, also each step's top-k coverage).
     #[arg(long)]
     pub trace: Option<PathBuf>,
+    /// Print one JSON object per prompt (prompt, completion, tokens, value,
+    /// finish) instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 impl GuideArgs {
@@ -175,10 +179,14 @@ impl DecodeArgs {
 }
 
 /// The engine's view of a base model and the run's value functions.
-pub fn guides<'a>(base: &'a LoadedLm, values: &'a mut ValueFunctions) -> Guides<'a> {
+pub fn guides<'a>(
+    base: BaseModel<'a>,
+    tokenizer: &'a Tokenizer,
+    values: &'a mut ValueFunctions,
+) -> Guides<'a> {
     Guides {
-        base: &base.model,
-        base_tokenizer: Some(&base.tokenizer),
+        base,
+        base_tokenizer: Some(tokenizer),
         implicit: values
             .0
             .as_mut()
@@ -246,46 +254,115 @@ fn flag_named(error: RuntimeError) -> anyhow::Error {
     anyhow::Error::new(*error).context(flag)
 }
 
-/// Runs the engine and prints each prompt's best candidate with its value.
+/// Runs the engine and prints each prompt's best candidate with its value
+/// (text, or one JSON object per prompt with `--json`).
 pub fn run(
-    base: &LoadedLm,
+    base: &LoadedBase,
     args: &GuideArgs,
     texts: &[String],
     base_prompts: &[Vec<u32>],
     config: &GuidanceConfig,
 ) -> Result<()> {
-    let base_tokenizer = base.tokenizer.clone();
-    let mut values = build_values(args, config, &base_tokenizer)?;
-    let mut guides = guides(base, &mut values);
-    let mut trace = TraceWriter::open(args.trace.as_deref(), base)?;
-    let outputs = guided_generate(
-        &mut guides,
+    let mut values = build_values(args, config, &base.tokenizer)?;
+    let mut guides = guides(base.model(), &base.tokenizer, &mut values);
+    let mut trace = TraceWriter::open(args.trace.as_deref(), &base.tokenizer)?;
+    let seeds: Vec<u64> = (0..texts.len()).map(|p| row_seed(config.seed, p)).collect();
+    let batch = Batch {
         texts,
         base_prompts,
+        prompt_seeds: &seeds,
         config,
-        &base.stop_ids(),
-        &mut |t| trace.write(t),
-    )?;
+        stop_ids: &base.stop_ids(),
+    };
+    let mut coverage = Coverage::default();
+    let started = std::time::Instant::now();
+    let outputs = guided_generate_events(&mut guides, &batch, &mut |event| {
+        coverage.add(event);
+        trace.write(event)
+    })?;
+    let seconds = started.elapsed().as_secs_f64();
     trace.finish()?;
     for (i, (text, out)) in texts.iter().zip(&outputs).enumerate() {
         let completion = base.tokenizer.decode(&out.tokens, true)?;
-        println!(
-            "### {i}: {text}\n{completion}\n(value {:.4}, {:?})\n",
-            out.value, out.finish
+        if args.json {
+            let line = serde_json::json!({
+                "prompt": text, "completion": completion, "tokens": out.tokens.len(),
+                "value": out.value, "finish": out.finish,
+            });
+            println!("{line}");
+        } else {
+            println!(
+                "### {i}: {text}\n{completion}\n(value {:.4}, {:?})\n",
+                out.value, out.finish
+            );
+        }
+    }
+    if let Some(remote) = base.remote() {
+        let s = remote.stats();
+        eprintln!(
+            "remote base {}: {} top-k calls, {} chunk calls; {} of {} prompt tokens from its cache; \
+             {:.2} s of {seconds:.2} s waiting on HTTP{}",
+            remote.engine().url(),
+            s.topk_calls,
+            s.chunk_calls,
+            s.cached_tokens,
+            s.prompt_tokens,
+            s.wait_us as f64 / 1e6,
+            coverage.summary()
         );
     }
     Ok(())
 }
 
+/// A remote base's top-k coverage over a run.
+#[derive(Default)]
+struct Coverage {
+    rows: usize,
+    mass: f64,
+    min_mass: f64,
+    max_tv: f64,
+}
+
+impl Coverage {
+    fn add(&mut self, event: &Event) {
+        let Event::TopK { rows, .. } = event else {
+            return;
+        };
+        for r in rows {
+            self.min_mass = if self.rows == 0 {
+                r.base_mass
+            } else {
+                self.min_mass.min(r.base_mass)
+            };
+            self.rows += 1;
+            self.mass += r.base_mass;
+            self.max_tv = self.max_tv.max(r.tv_bound);
+        }
+    }
+
+    fn summary(&self) -> String {
+        if self.rows == 0 {
+            return String::new();
+        }
+        format!(
+            "; top-k base mass mean {:.4}, min {:.4}; TV bound max {:.3e} over {} row-steps",
+            self.mass / self.rows as f64,
+            self.min_mass,
+            self.max_tv,
+            self.rows
+        )
+    }
+}
+
 /// JSONL trace sink; the first write error is kept and reported at the end.
 struct TraceWriter<'a> {
     out: Option<std::io::BufWriter<std::fs::File>>,
-    lm: &'a LoadedLm,
+    tokenizer: &'a Tokenizer,
     error: Option<anyhow::Error>,
 }
 
 impl<'a> TraceWriter<'a> {
-    fn open(path: Option<&Path>, lm: &'a LoadedLm) -> Result<Self> {
+    fn open(path: Option<&Path>, tokenizer: &'a Tokenizer) -> Result<Self> {
         let out = match path {
             Some(p) => Some(std::io::BufWriter::new(
                 std::fs::File::create(p)
@@ -295,27 +372,23 @@ impl<'a> TraceWriter<'a> {
         };
         Ok(Self {
             out,
-            lm,
+            tokenizer,
             error: None,
         })
     }
 
-    fn write(&mut self, t: &ChunkTrace) {
+    fn write(&mut self, event: &Event) {
         let Some(out) = self.out.as_mut() else { return };
         if self.error.is_some() {
             return;
         }
-        let texts: Vec<String> = t
-            .candidates
-            .iter()
-            .map(|c| {
-                self.lm
-                    .tokenizer
-                    .decode(&c.tokens, false)
-                    .unwrap_or_default()
-            })
-            .collect();
-        let line = serde_json::json!({ "trace": t, "texts": texts });
+        let line = match event {
+            Event::Chunk { trace, .. } => chunk_line(self.tokenizer, trace),
+            Event::TopK { id, step, rows } => {
+                serde_json::json!({ "topk": { "prompt": id, "step": step, "rows": rows } })
+            }
+            _ => return,
+        };
         if let Err(e) = writeln!(out, "{line}") {
             self.error = Some(e.into());
         }
@@ -330,4 +403,13 @@ impl<'a> TraceWriter<'a> {
         }
         Ok(())
     }
+}
+
+fn chunk_line(tokenizer: &Tokenizer, t: &ChunkTrace) -> serde_json::Value {
+    let texts: Vec<String> = t
+        .candidates
+        .iter()
+        .map(|c| tokenizer.decode(&c.tokens, false).unwrap_or_default())
+        .collect();
+    serde_json::json!({ "trace": t, "texts": texts })
 }

@@ -122,7 +122,11 @@ pub fn sample(job: &SampleJob<'_>, label: &str) -> Result<usize> {
     let lm = load_lm(job.model, false)?;
     let base_tokenizer = lm.tokenizer.clone();
     let mut values = crate::guided::build_values(job.guide, job.config, &base_tokenizer)?;
-    let mut guides = crate::guided::guides(&lm, &mut values);
+    let mut guides = crate::guided::guides(
+        ivg_decode::BaseModel::Local(&lm.model),
+        &lm.tokenizer,
+        &mut values,
+    );
     // Sample j of prompt i is row i*n + j of the output.
     let total = job.prompts.len() * job.n;
     let mut next = done_rows(job.out)?;

@@ -27,6 +27,9 @@ pub enum DecodeError {
     VocabMismatch(#[from] ivg_tokenize::VocabMismatch),
     #[error("vocabularies differ: {0}")]
     Vocabulary(String),
+    /// A call to a remote base failed (the problem names the call and URL).
+    #[error("remote base `{engine}`: {problem}")]
+    Remote { engine: String, problem: String },
     #[error("invalid generation setting `{field}`: {problem}")]
     Config {
         field: &'static str,
@@ -122,7 +125,13 @@ pub fn generate(
                         finish: output.finish,
                     }
                 }
-                Event::Chunk { .. } => {}
+                Event::Failed { error, .. } => {
+                    return Err(DecodeError::Remote {
+                        engine: model.name().to_string(),
+                        problem: error,
+                    })
+                }
+                Event::Chunk { .. } | Event::TopK { .. } => {}
             }
         }
     }

@@ -12,8 +12,9 @@ pub mod guide_source;
 pub mod topk;
 
 pub use engine::{
-    first_token_logits, guided_generate, guided_generate_seeded, value_feeds, ChunkTrace, Engine,
-    Event, GuideSetId, GuidedOutput, Guides, Request, RequestId, TraceCandidate,
+    first_token_logits, guided_generate, guided_generate_events, guided_generate_seeded,
+    value_feeds, BaseModel, Batch, ChunkJob, ChunkTrace, Engine, Event, GuideSetId, GuidedOutput,
+    Guides, RemoteBase, Request, RequestId, SampledChunk, TopKCoverage, TopKReply, TraceCandidate,
 };
 pub use generate::{generate, DecodeError, FinishReason, GenerateConfig, Generation};
 pub use guidance::{ChunkRanking, GuidanceConfig, Method, TokenPolicy};

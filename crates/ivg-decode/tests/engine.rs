@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use candle_core::Tensor;
 use ivg_decode::{
-    first_token_logits, generate, guided_generate, guided_generate_seeded, row_seed, ChunkRanking,
-    ChunkTrace, FinishReason, GenerateConfig, GuidanceConfig, Guides, Method, Sampler,
-    SamplingConfig, TokenPolicy,
+    first_token_logits, generate, guided_generate, guided_generate_seeded, row_seed, BaseModel,
+    ChunkRanking, ChunkTrace, FinishReason, GenerateConfig, GuidanceConfig, Guides, Method,
+    Sampler, SamplingConfig, TokenPolicy,
 };
 use ivg_models::{CausalLm, LogitsSpan};
 use ivg_testkit::{ids, tiny_model as model, word_tokenizer as tokenizer};
@@ -69,7 +69,7 @@ fn eft_samples_from_the_guided_distribution() {
         ..shape(1)
     };
     let mut guides = Guides {
-        base: &base,
+        base: BaseModel::Local(&base),
         base_tokenizer: None,
         implicit: Some(&mut value),
         explicit: None,
@@ -122,7 +122,7 @@ fn eft_draws_pass_a_chi_square_test() {
     let texts = vec!["t5 t17 t3".to_string(); n];
     let prompts = vec![ids("t5 t17 t3"); n];
     let mut guides = Guides {
-        base: &base,
+        base: BaseModel::Local(&base),
         base_tokenizer: None,
         implicit: Some(&mut value),
         explicit: None,
@@ -169,7 +169,7 @@ fn cbs_with_one_beam_reproduces_base_sampling() {
         ..shape(12)
     };
     let mut guides = Guides {
-        base: &base,
+        base: BaseModel::Local(&base),
         base_tokenizer: None,
         implicit: Some(&mut value),
         explicit: None,
@@ -216,7 +216,7 @@ fn bon_is_cbs_with_one_survivor_and_infinite_chunks() {
     assert_eq!(bon, cbs);
     let mut value = implicit(Feed::Chunked);
     let mut guides = Guides {
-        base: &base,
+        base: BaseModel::Local(&base),
         base_tokenizer: None,
         implicit: Some(&mut value),
         explicit: None,
@@ -317,7 +317,7 @@ fn cbs_selects_what_the_value_rewards() {
         ..shape(10)
     };
     let mut guides = Guides {
-        base: &base,
+        base: BaseModel::Local(&base),
         base_tokenizer: None,
         implicit: None,
         explicit: Some(&mut rule),
@@ -374,7 +374,7 @@ fn finished_candidates_survive_and_win() {
         ..shape(40)
     };
     let mut guides = Guides {
-        base: &base,
+        base: BaseModel::Local(&base),
         base_tokenizer: None,
         implicit: None,
         explicit: Some(&mut rule),
@@ -419,7 +419,7 @@ fn batching_prompts_changes_nothing() {
         )
         .expect("q");
         let mut guides = Guides {
-            base: &base,
+            base: BaseModel::Local(&base),
             base_tokenizer: None,
             implicit: Some(&mut imp),
             explicit: Some(&mut q),
@@ -498,7 +498,7 @@ fn bad_settings_are_refused() {
     ];
     for (config, field) in cases {
         let mut guides = Guides {
-            base: &base,
+            base: BaseModel::Local(&base),
             base_tokenizer: None,
             implicit: Some(&mut value),
             explicit: None,
@@ -516,7 +516,7 @@ fn bad_settings_are_refused() {
     }
     // A chunked implicit value cannot guide token-wise; a missing explicit value is named.
     let mut guides = Guides {
-        base: &base,
+        base: BaseModel::Local(&base),
         base_tokenizer: None,
         implicit: Some(&mut value),
         explicit: None,
@@ -577,7 +577,7 @@ fn token_guidance_refuses_a_different_vocabulary() {
     };
     let mut value = ImplicitValue::new("odd-guide", vec![pair], 1.0, Feed::Stepped).expect("value");
     let mut guides = Guides {
-        base: &base,
+        base: BaseModel::Local(&base),
         base_tokenizer: Some(&base_tok),
         implicit: Some(&mut value),
         explicit: None,
@@ -611,7 +611,7 @@ fn stop_strings_end_rows_on_their_text() {
         ..shape(8)
     };
     let mut guides = Guides {
-        base: &base,
+        base: BaseModel::Local(&base),
         base_tokenizer: Some(&tok),
         implicit: None,
         explicit: None,
@@ -656,7 +656,7 @@ fn stop_strings_end_rows_on_their_text() {
     }
     assert!(out[0].tokens.len() <= 4);
     let mut no_tok = Guides {
-        base: &base,
+        base: BaseModel::Local(&base),
         base_tokenizer: None,
         implicit: None,
         explicit: None,

@@ -24,9 +24,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use ivg_decode::{
-    guided_generate, row_seed, ChunkRanking, ChunkTrace, DecodeError, Engine, Event, FinishReason,
-    GuidanceConfig, GuideSource, GuidedOutput, Guides, Method, Request, Sampler, SamplingConfig,
-    TokenPolicy, TraceCandidate, ValueRole,
+    guided_generate, row_seed, BaseModel, ChunkRanking, ChunkTrace, DecodeError, Engine, Event,
+    FinishReason, GuidanceConfig, GuideSource, GuidedOutput, Guides, Method, Request, Sampler,
+    SamplingConfig, TokenPolicy, TraceCandidate, ValueRole,
 };
 use ivg_models::{CausalLm, LogitsSpan};
 use ivg_testkit::{ids, tiny_model as model, word_tokenizer as tokenizer};
@@ -473,7 +473,7 @@ fn run_engine(
     )
     .expect("q");
     let mut guides = Guides {
-        base: &base,
+        base: BaseModel::Local(&base),
         base_tokenizer: Some(&tok),
         implicit: Some(&mut imp),
         explicit: Some(&mut q),

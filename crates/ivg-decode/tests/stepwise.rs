@@ -156,6 +156,8 @@ fn record(outcomes: &mut [Outcome], ids_of: &HashMap<RequestId, usize>, event: E
             assert!(o.output.is_none(), "request {id} finished twice");
             o.output = Some(output);
         }
+        Event::TopK { .. } => panic!("an in-process base reported a top-k"),
+        Event::Failed { id, error } => panic!("request {id} failed: {error}"),
     }
 }
 

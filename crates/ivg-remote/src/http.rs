@@ -19,11 +19,14 @@ pub(crate) struct Http {
     agent: ureq::Agent,
     retries: u32,
     slots: Slots,
+    /// `Bearer KEY` when the spec names a key variable; never printed.
+    authorization: Option<String>,
 }
 
 impl Http {
     pub(crate) fn new(spec: &RemoteSpec) -> Result<Self, RemoteError> {
         let url = spec.validate()?;
+        let authorization = spec.api_key()?.map(|key| format!("Bearer {key}"));
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(spec.timeout()))
@@ -34,6 +37,7 @@ impl Http {
             agent,
             retries: spec.retries,
             slots: Slots::new(spec.max_concurrent),
+            authorization,
         })
     }
 
@@ -94,13 +98,25 @@ impl Http {
             attempts: 1,
             problem: e.to_string(),
         };
+        let auth = self.authorization.as_deref();
         let response = match body {
-            None => self.agent.get(&target).call(),
-            Some(b) => self
-                .agent
-                .post(&target)
-                .header("content-type", "application/json")
-                .send(b),
+            None => {
+                let mut request = self.agent.get(&target);
+                if let Some(auth) = auth {
+                    request = request.header("authorization", auth);
+                }
+                request.call()
+            }
+            Some(b) => {
+                let mut request = self
+                    .agent
+                    .post(&target)
+                    .header("content-type", "application/json");
+                if let Some(auth) = auth {
+                    request = request.header("authorization", auth);
+                }
+                request.send(b)
+            }
         }
         .map_err(transport)?;
         let status = response.status().as_u16();

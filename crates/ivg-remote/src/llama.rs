@@ -6,276 +6,136 @@
 
 use serde_json::{json, Value};
 
+use crate::engine::{checked_chunk, in_index_order, logprob_entry, token_ids, top_k_of};
 use crate::http::Http;
-use crate::{Protocol, RemoteError, RemoteSpec};
+use crate::{Chunk, Finish, RemoteError, Sampling, TopK};
 
-/// How continuations are sampled: temperature, then nucleus, as ivg's own
-/// sampler does (the engine's other samplers are switched off).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Sampling {
-    /// 0 = greedy.
-    pub temperature: f64,
-    pub top_p: f64,
-    pub seed: u32,
+pub(crate) const TOPK: &str = "POST /completion (top-k)";
+pub(crate) const CHUNKS: &str = "POST /completion (chunks)";
+
+/// llama.cpp's `logit_bias` by text (it tokenizes the string): makes the
+/// token(s) of "a" win a one-token call. Without it a call whose greedy or
+/// sampled token is part of a multi-byte character (the first half of an
+/// emoji) comes back without log-probabilities (`process_token` records
+/// only complete text).
+pub(crate) const FORCE_ASCII: [(&str, f32); 1] = [("a", 1000.0)];
+
+/// The per-slot context `/props` reports; fails when the engine does not
+/// answer like a llama.cpp server.
+pub(crate) fn connect(http: &Http) -> Result<usize, RemoteError> {
+    let props = http.get("GET /props", "/props")?;
+    props
+        .pointer("/default_generation_settings/n_ctx")
+        .and_then(Value::as_u64)
+        .map(|n| n as usize)
+        .ok_or_else(|| http.malformed("GET /props", "no default_generation_settings.n_ctx"))
 }
 
-/// Why a continuation ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Finish {
-    /// The model emitted an end-of-generation token (included in `tokens`).
-    Eos,
-    /// It reached the token limit of the call.
-    Length,
+pub(crate) fn tokenize(
+    http: &Http,
+    text: &str,
+    add_special: bool,
+) -> Result<Vec<u32>, RemoteError> {
+    const CALL: &str = "POST /tokenize";
+    let body = json!({"content": text, "add_special": add_special, "parse_special": true});
+    let answer = http.post(CALL, "/tokenize", &body)?;
+    token_ids(answer.get("tokens")).map_err(|p| http.malformed(CALL, p))
 }
 
-/// One sampled continuation.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Chunk {
-    pub tokens: Vec<u32>,
-    pub finish: Finish,
-    /// Prompt tokens the engine took from its cache instead of evaluating.
-    pub cached: usize,
+pub(crate) fn detokenize(http: &Http, ids: &[u32]) -> Result<String, RemoteError> {
+    const CALL: &str = "POST /detokenize";
+    let answer = http.post(CALL, "/detokenize", &json!({ "tokens": ids }))?;
+    answer
+        .get("content")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| http.malformed(CALL, "no `content` string"))
 }
 
-/// The base's most likely next tokens after a prefix, most likely first.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TopK {
-    /// `(id, log-probability)` under the full-vocabulary softmax.
-    pub tokens: Vec<(u32, f32)>,
-    pub cached: usize,
+/// The vocabulary size (`/v1/models`, `data[0].meta.n_vocab`).
+pub(crate) fn vocab_size(http: &Http) -> Result<usize, RemoteError> {
+    const CALL: &str = "GET /v1/models";
+    let models = http.get(CALL, "/v1/models")?;
+    models
+        .pointer("/data/0/meta/n_vocab")
+        .and_then(Value::as_u64)
+        .map(|n| n as usize)
+        .ok_or_else(|| http.malformed(CALL, "no data[0].meta.n_vocab"))
 }
 
-/// A connected engine: its URL, protocol and what `/props` said.
-pub struct RemoteEngine {
-    http: Http,
-    protocol: Protocol,
-    context: usize,
+/// Pre-sampler probabilities of the first position. llama.cpp records
+/// them only for a sampled token that completes a UTF-8 character, so the
+/// one sampled token is pinned to one that does ([`FORCE_ASCII`]); the
+/// probabilities it reports are the raw logits' softmax, bias or not.
+pub(crate) fn next_token_topk(http: &Http, prefix: &[u32], k: usize) -> Result<TopK, RemoteError> {
+    let body = json!({
+        "prompt": prefix, "n_predict": 1, "n_probs": k, "temperature": 0.0,
+        "samplers": [], "logit_bias": FORCE_ASCII, "cache_prompt": true,
+        "return_tokens": true, "stream": false,
+    });
+    let answer = http.post(TOPK, "/completion", &body)?;
+    let first = answer
+        .pointer("/completion_probabilities/0/top_logprobs")
+        .and_then(Value::as_array)
+        .ok_or_else(|| http.malformed(TOPK, "no completion_probabilities[0].top_logprobs"))?;
+    let mut tokens = Vec::with_capacity(first.len());
+    for entry in first {
+        let id = entry.get("id").and_then(Value::as_u64);
+        let logprob = entry.get("logprob").and_then(Value::as_f64);
+        let pair = logprob_entry(id, logprob)
+            .ok_or_else(|| http.malformed(TOPK, format!("bad top_logprobs entry {entry}")))?;
+        tokens.push(pair);
+    }
+    Ok(TopK {
+        tokens: top_k_of(tokens, k).map_err(|p| http.malformed(TOPK, p))?,
+        cached: cached(&answer),
+    })
 }
 
-impl RemoteEngine {
-    /// Validates `spec` and asks the engine for its properties; fails with
-    /// the engine's URL when it does not answer like a llama.cpp server.
-    pub fn connect(spec: &RemoteSpec) -> Result<Self, RemoteError> {
-        let http = Http::new(spec)?;
-        let props = http.get("GET /props", "/props")?;
-        let context = props
-            .pointer("/default_generation_settings/n_ctx")
-            .and_then(Value::as_u64)
-            .ok_or_else(|| http.malformed("GET /props", "no default_generation_settings.n_ctx"))?;
-        Ok(Self {
-            http,
-            protocol: spec.protocol,
-            context: context as usize,
-        })
-    }
-
-    pub fn url(&self) -> &str {
-        &self.http.url
-    }
-
-    pub(crate) fn http(&self) -> &Http {
-        &self.http
-    }
-
-    pub fn protocol(&self) -> Protocol {
-        self.protocol
-    }
-
-    /// Positions per sequence the engine holds (its per-slot context).
-    pub fn context_length(&self) -> usize {
-        self.context
-    }
-
-    /// The engine's ids for `text` (special tokens parsed; `add_special`
-    /// adds BOS where the model wants one).
-    pub fn tokenize(&self, text: &str, add_special: bool) -> Result<Vec<u32>, RemoteError> {
-        const CALL: &str = "POST /tokenize";
-        let body = json!({"content": text, "add_special": add_special, "parse_special": true});
-        let answer = self.http.post(CALL, "/tokenize", &body)?;
-        self.ids(CALL, answer.get("tokens"))
-    }
-
-    /// The engine's text for `ids`.
-    pub fn detokenize(&self, ids: &[u32]) -> Result<String, RemoteError> {
-        const CALL: &str = "POST /detokenize";
-        let answer = self
-            .http
-            .post(CALL, "/detokenize", &json!({ "tokens": ids }))?;
-        answer
-            .get("content")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .ok_or_else(|| self.http.malformed(CALL, "no `content` string"))
-    }
-
-    /// The `k` most likely next tokens after `prefix` with their
-    /// log-probabilities (the model's softmax, before any sampler).
-    pub fn next_token_topk(&self, prefix: &[u32], k: usize) -> Result<TopK, RemoteError> {
-        const CALL: &str = "POST /completion (top-k)";
-        self.check_prefix(CALL, prefix, 1)?;
-        let body = json!({
-            "prompt": prefix, "n_predict": 1, "n_probs": k, "temperature": 0.0,
-            "samplers": [], "cache_prompt": true, "return_tokens": true, "stream": false,
-        });
-        let answer = self.http.post(CALL, "/completion", &body)?;
-        let first = answer
-            .pointer("/completion_probabilities/0/top_logprobs")
-            .and_then(Value::as_array)
-            .ok_or_else(|| {
-                self.http
-                    .malformed(CALL, "no completion_probabilities[0].top_logprobs")
-            })?;
-        let mut tokens = Vec::with_capacity(first.len());
-        for entry in first {
-            let id = entry.get("id").and_then(Value::as_u64);
-            let logprob = entry.get("logprob").and_then(Value::as_f64);
-            match (id, logprob) {
-                (Some(id), Some(lp)) if id <= u32::MAX as u64 && lp.is_finite() => {
-                    tokens.push((id as u32, lp as f32))
-                }
-                _ => {
-                    return Err(self
-                        .http
-                        .malformed(CALL, format!("bad top_logprobs entry {entry}")))
-                }
-            }
+/// `n` continuations in one request (`n_cmpl`; child `i` gets `seed + i`).
+pub(crate) fn sample_chunks(
+    http: &Http,
+    prefix: &[u32],
+    n: usize,
+    max_tokens: usize,
+    sampling: Sampling,
+) -> Result<Vec<Chunk>, RemoteError> {
+    let body = json!({
+        "prompt": prefix, "n_predict": max_tokens, "n_cmpl": n,
+        "temperature": sampling.temperature, "top_p": sampling.top_p, "seed": sampling.seed,
+        "samplers": ["temperature", "top_p"], "cache_prompt": true, "return_tokens": true,
+        "stream": false,
+    });
+    let answer = http.post(CHUNKS, "/completion", &body)?;
+    let results = match answer {
+        Value::Array(items) => items,
+        one @ Value::Object(_) => vec![one],
+        other => {
+            return Err(http.malformed(CHUNKS, format!("neither an object nor an array: {other}")))
         }
-        if tokens.len() < k {
-            return Err(self.http.malformed(
-                CALL,
-                format!("asked for {k} log-probabilities, got {}", tokens.len()),
-            ));
-        }
-        Ok(TopK {
-            tokens,
-            cached: cached(&answer),
-        })
-    }
-
-    /// `n` continuations of `prefix`, each of at most `max_tokens`, sampled
-    /// with seeds `seed .. seed + n` (one request).
-    pub fn sample_chunks(
-        &self,
-        prefix: &[u32],
-        n: usize,
-        max_tokens: usize,
-        sampling: Sampling,
-    ) -> Result<Vec<Chunk>, RemoteError> {
-        const CALL: &str = "POST /completion (chunks)";
-        self.check_prefix(CALL, prefix, max_tokens)?;
-        if n == 0 || max_tokens == 0 {
-            return Ok(Vec::new());
-        }
-        let body = json!({
-            "prompt": prefix, "n_predict": max_tokens, "n_cmpl": n,
-            "temperature": sampling.temperature, "top_p": sampling.top_p, "seed": sampling.seed,
-            "samplers": ["temperature", "top_p"], "cache_prompt": true, "return_tokens": true,
-            "stream": false,
-        });
-        let answer = self.http.post(CALL, "/completion", &body)?;
-        let results = match answer {
-            Value::Array(items) => items,
-            one @ Value::Object(_) => vec![one],
-            other => {
-                return Err(self
-                    .http
-                    .malformed(CALL, format!("neither an object nor an array: {other}")))
-            }
-        };
-        if results.len() != n {
-            return Err(self.http.malformed(
-                CALL,
-                format!("asked for {n} completions, got {}", results.len()),
-            ));
-        }
-        let mut chunks: Vec<Option<Chunk>> = vec![None; n];
-        for r in &results {
+    };
+    let indexed = results
+        .iter()
+        .map(|r| {
             let index = r.get("index").and_then(Value::as_u64).unwrap_or(0) as usize;
-            let chunk = self.chunk(CALL, r, max_tokens)?;
-            match chunks.get_mut(index) {
-                Some(slot @ None) => *slot = Some(chunk),
-                _ => {
-                    return Err(self.http.malformed(
-                        CALL,
-                        format!("completion index {index} repeated or out of range"),
-                    ))
-                }
-            }
-        }
-        chunks
-            .into_iter()
-            .map(|c| c.ok_or_else(|| self.http.malformed(CALL, "a completion index is missing")))
-            .collect()
-    }
-
-    fn chunk(
-        &self,
-        call: &'static str,
-        r: &Value,
-        max_tokens: usize,
-    ) -> Result<Chunk, RemoteError> {
-        let tokens = self.ids(call, r.get("tokens"))?;
-        let finish = match r.get("stop_type").and_then(Value::as_str) {
-            Some("eos") => Finish::Eos,
-            Some("limit") => Finish::Length,
-            other => {
-                return Err(self
-                    .http
-                    .malformed(call, format!("stop_type {other:?} (expected eos or limit)")))
-            }
-        };
-        if tokens.len() > max_tokens || (finish == Finish::Length && tokens.len() != max_tokens) {
-            return Err(self.http.malformed(
-                call,
-                format!(
-                    "{} tokens for a limit of {max_tokens} ({finish:?})",
-                    tokens.len()
-                ),
-            ));
-        }
-        Ok(Chunk {
-            tokens,
-            finish,
-            cached: cached(r),
+            Ok((index, native_chunk(r, max_tokens)?))
         })
-    }
+        .collect::<Result<Vec<_>, String>>()
+        .map_err(|p| http.malformed(CHUNKS, p))?;
+    in_index_order(n, indexed).map_err(|p| http.malformed(CHUNKS, p))
+}
 
-    fn ids(&self, call: &'static str, value: Option<&Value>) -> Result<Vec<u32>, RemoteError> {
-        let items = value
-            .and_then(Value::as_array)
-            .ok_or_else(|| self.http.malformed(call, "no token array"))?;
-        items
-            .iter()
-            .map(|v| match v.as_u64() {
-                Some(id) if id <= u32::MAX as u64 => Ok(id as u32),
-                _ => Err(self.http.malformed(call, format!("token {v} is not an id"))),
-            })
-            .collect()
-    }
-
-    fn check_prefix(
-        &self,
-        call: &'static str,
-        prefix: &[u32],
-        new: usize,
-    ) -> Result<(), RemoteError> {
-        let refused = |problem: String| RemoteError::Refused {
-            url: self.http.url.clone(),
-            call,
-            problem,
-        };
-        if prefix.is_empty() {
-            return Err(refused("the prefix is empty".into()));
-        }
-        if prefix.len() + new > self.context {
-            return Err(refused(format!(
-                "{} prefix tokens + {new} new exceed the engine's context of {}",
-                prefix.len(),
-                self.context
-            )));
-        }
-        Ok(())
-    }
+/// A chunk from a native result object: `tokens`, `stop_type` (`eos` or
+/// `limit`), `tokens_cached`. Also what llama.cpp's `/v1/completions`
+/// embeds under `__verbose` when asked for it (see `openai.rs`).
+pub(crate) fn native_chunk(r: &Value, max_tokens: usize) -> Result<Chunk, String> {
+    let tokens = token_ids(r.get("tokens"))?;
+    let finish = match r.get("stop_type").and_then(Value::as_str) {
+        Some("eos") => Finish::Eos,
+        Some("limit") => Finish::Length,
+        other => return Err(format!("stop_type {other:?} (expected eos or limit)")),
+    };
+    checked_chunk(tokens, finish, max_tokens, cached(r))
 }
 
 fn cached(answer: &Value) -> usize {

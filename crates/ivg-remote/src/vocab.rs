@@ -5,7 +5,6 @@
 //! probe corpus, and the text of ids spread over the whole vocabulary.
 
 use ivg_tokenize::Tokenizer;
-use serde_json::Value;
 
 use crate::{RemoteEngine, RemoteError};
 
@@ -30,31 +29,40 @@ pub enum Vocabulary {
 }
 
 impl RemoteEngine {
-    /// The engine's vocabulary size (`/v1/models`, `data[0].meta.n_vocab`).
+    /// The engine's vocabulary size: llama.cpp's `/v1/models`
+    /// `data[0].meta.n_vocab` (both protocols). vLLM and SGLang report
+    /// none; then this is a `Refused` error saying so (and
+    /// [`RemoteEngine::compare_vocabulary`] checks without it).
     pub fn vocab_size(&self) -> Result<usize, RemoteError> {
-        const CALL: &str = "GET /v1/models";
-        let models = self.http().get(CALL, "/v1/models")?;
-        models
-            .pointer("/data/0/meta/n_vocab")
-            .and_then(Value::as_u64)
-            .map(|n| n as usize)
-            .ok_or_else(|| self.http().malformed(CALL, "no data[0].meta.n_vocab"))
+        self.reported_vocab_size()?
+            .ok_or_else(|| RemoteError::Refused {
+                url: self.url().to_string(),
+                call: "vocabulary size",
+                problem: "the engine's /v1/models reports no vocabulary size \
+                          (vLLM and SGLang do not)"
+                    .into(),
+            })
     }
 
-    /// Compares the engine's vocabulary with `local`'s: sizes, the ids of
-    /// [`PROBE`], and the text of `samples` ids spread evenly over the
-    /// vocabulary (one `/detokenize` each) plus the local special tokens.
+    /// Compares the engine's vocabulary with `local`'s: sizes (where the
+    /// engine reports one), the ids of [`PROBE`], and the text of `samples`
+    /// ids spread evenly over the vocabulary (one `/detokenize` each) plus
+    /// the last id and the local special tokens. Without a reported size,
+    /// an engine vocabulary that extends the local one past its end goes
+    /// unseen here; ids past the local end are then the caller's to reject.
     pub fn compare_vocabulary(
         &self,
         local: &Tokenizer,
         samples: usize,
     ) -> Result<Vocabulary, RemoteError> {
-        let (theirs, ours) = (self.vocab_size()?, local.vocab_size());
-        if theirs != ours {
-            return Ok(different(format!(
-                "the engine has {theirs} tokens, `{}` has {ours}",
-                local.name()
-            )));
+        let ours = local.vocab_size();
+        if let Some(theirs) = self.reported_vocab_size()? {
+            if theirs != ours {
+                return Ok(different(format!(
+                    "the engine has {theirs} tokens, `{}` has {ours}",
+                    local.name()
+                )));
+            }
         }
         for text in PROBE {
             let mine = local.encode(text, false).map_err(|e| self.local_error(e))?;
@@ -64,6 +72,7 @@ impl RemoteEngine {
         }
         let step = (ours / samples.max(1)).max(1);
         let mut ids: Vec<u32> = (0..ours).step_by(step).map(|i| i as u32).collect();
+        ids.extend(ours.checked_sub(1).map(|last| last as u32));
         ids.extend(local.bos_id());
         ids.extend(local.eos_ids());
         for id in ids {

@@ -11,8 +11,11 @@ use std::sync::Arc;
 use ivg_remote::{RemoteEngine, RemoteError, RemoteSpec};
 
 const PROPS: &str = r#"{"default_generation_settings": {"n_ctx": 64}}"#;
+/// vLLM's `/v1/models`: a name and `max_model_len`, no vocabulary size.
+const MODELS: &str = r#"{"object": "list", "data": [{"id": "base", "object": "model", "owned_by": "vllm", "max_model_len": 64}]}"#;
 
-/// Serves `/props` properly and every other call with `(status, body)`;
+/// Serves `/props` and `/v1/models` properly and every other call with
+/// `(status, body)`;
 /// returns the URL and a counter of the other calls.
 fn responder(status: u16, body: &'static str) -> (String, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -41,6 +44,8 @@ fn responder(status: u16, body: &'static str) -> (String, Arc<AtomicUsize>) {
             let _ = reader.read_exact(&mut body_in);
             let (code, text) = if line.starts_with("GET /props") {
                 (200, PROPS)
+            } else if line.starts_with("GET /v1/models") {
+                (200, MODELS)
             } else {
                 counter.fetch_add(1, Ordering::SeqCst);
                 (status, body)
@@ -57,6 +62,12 @@ fn responder(status: u16, body: &'static str) -> (String, Arc<AtomicUsize>) {
 
 fn engine(url: &str) -> RemoteEngine {
     let mut spec = RemoteSpec::llama_cpp(url);
+    spec.retries = 2;
+    RemoteEngine::connect(&spec).expect("connect")
+}
+
+fn openai_engine(url: &str) -> RemoteEngine {
+    let mut spec = RemoteSpec::openai(url);
     spec.retries = 2;
     RemoteEngine::connect(&spec).expect("connect")
 }
@@ -153,6 +164,82 @@ fn an_engine_that_is_not_there_is_named() {
         err.to_string().contains(&format!(
             "127.0.0.1:{port}: GET /props failed after 2 attempt(s)"
         )),
+        "{err}"
+    );
+}
+
+#[test]
+fn openai_faults_are_named() {
+    // Malformed JSON: named, not retried.
+    let (url, calls) = responder(200, r#"{"choices": [{"logprobs": {"top_logprobs": [{"#);
+    let e = openai_engine(&url);
+    assert_eq!(e.context_length(), 64, "max_model_len");
+    let err = e.next_token_topk(&[1, 2], 5).unwrap_err();
+    assert!(matches!(err, RemoteError::Malformed { .. }), "{err:?}");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&url)
+            && msg.contains("POST /v1/completions (top-k)")
+            && msg.contains("not JSON"),
+        "{msg}"
+    );
+    // vLLM answers no vocabulary size: said, not guessed.
+    let err = e.vocab_size().unwrap_err().to_string();
+    assert!(err.contains("reports no vocabulary size"), "{err}");
+    // Refused locally past max_model_len.
+    let err = e.next_token_topk(&[1; 64], 5).unwrap_err().to_string();
+    assert!(err.contains("context of 64"), "{err}");
+
+    // Fewer log-probabilities than asked for (vLLM's shape).
+    let (url, _) = responder(
+        200,
+        r#"{"choices": [{"index": 0, "finish_reason": "length", "logprobs": {"tokens": ["token_id:3"], "top_logprobs": [{"token_id:3": -0.1, "token_id:4": -2.5}]}}]}"#,
+    );
+    let err = openai_engine(&url)
+        .next_token_topk(&[1, 2], 5)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("asked for 5 log-probabilities, got 2"),
+        "{err}"
+    );
+
+    // Chunks: a length stop short of the limit, and too few choices.
+    let (url, _) = responder(
+        200,
+        r#"{"choices": [{"index": 0, "finish_reason": "length", "token_ids": [5, 6]}]}"#,
+    );
+    let e = openai_engine(&url);
+    let sampling = ivg_remote::Sampling {
+        temperature: 1.0,
+        top_p: 1.0,
+        seed: 1,
+    };
+    let err = e
+        .sample_chunks(&[1], 1, 4, sampling)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("POST /v1/completions (chunks)")
+            && err.contains("choice 0: 2 tokens for a limit of 4"),
+        "{err}"
+    );
+    let err = e
+        .sample_chunks(&[1], 3, 2, sampling)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("asked for 3 completions, got 1"), "{err}");
+
+    // A model the engine does not serve.
+    let mut spec = RemoteSpec::openai(&url);
+    spec.model = Some("other".into());
+    let err = RemoteEngine::connect(&spec)
+        .err()
+        .expect("not served")
+        .to_string();
+    assert!(
+        err.contains("the engine serves [\"base\"], not \"other\""),
         "{err}"
     );
 }

@@ -79,6 +79,19 @@ pub enum RuntimeError {
     Value(#[from] ValueError),
     #[error(transparent)]
     Decode(#[from] DecodeError),
+    /// A remote engine that cannot serve as the base (it names its URL).
+    #[error("remote base: {0}")]
+    Remote(#[from] ivg_remote::RemoteError),
+    /// A remote base whose vocabulary is not its local tokenizer's.
+    #[error(
+        "the remote base {engine} does not share the vocabulary of {whose} `{tokenizer}`: {reason}"
+    )]
+    RemoteVocabulary {
+        engine: String,
+        tokenizer: String,
+        whose: &'static str,
+        reason: String,
+    },
     /// A request that a guide model cannot hold: refused before it joins a
     /// batch, where the overflow would fail every request of the step.
     #[error(

@@ -145,6 +145,15 @@ fn finite(field: String, value: f64) -> Result<(), RuntimeError> {
 }
 
 impl GuideSpec {
+    /// The first model the set names (a tuned model, else the explicit
+    /// value's): whose tokenizer a remote base without its own borrows.
+    pub fn first_model(&self) -> Option<&ModelRef> {
+        self.implicit
+            .first()
+            .map(|p| &p.tuned)
+            .or(self.explicit.as_ref().map(ExplicitSpec::model))
+    }
+
     /// Checks what serde cannot: finite scales and weights, non-empty paths.
     /// (Templates are checked as they are built.)
     pub fn validate(&self) -> Result<(), RuntimeError> {

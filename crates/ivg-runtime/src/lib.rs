@@ -17,20 +17,24 @@
 //! Specs deserialize from TOML or JSON with unknown fields refused; every
 //! error is a [`RuntimeError`] naming the field, file or value at fault.
 
+mod base;
 mod error;
 mod guidance;
 mod guide_set;
 mod guide_spec;
 mod model;
+mod remote_base;
 mod template;
 
 use std::path::Path;
 
+pub use base::{BaseHandle, BaseRef, LoadedBase, RemoteBaseSpec, DEFAULT_TOP_K};
 pub use error::RuntimeError;
 pub use guidance::{guidance_config, load_guidance_config, GuidanceOverrides, GuidanceSpec};
 pub use guide_set::{ExplicitGuide, GuidePair, GuideSet};
 pub use guide_spec::{ExplicitSpec, GuideSpec, PairSpec};
 pub use model::{load_tokenizer, resolve_path, DeviceSpec, LoadedModel, ModelRef, Quant};
+pub use remote_base::{RemoteBackend, RemoteStats};
 pub use template::PromptTemplate;
 
 /// Reads a spec file as JSON when its name ends in `.json`, else as TOML;

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use ivg_runtime::{GuidanceSpec, GuideSpec, ModelRef, PairSpec, PromptTemplate};
+use ivg_runtime::{BaseRef, GuidanceSpec, GuideSpec, ModelRef, PairSpec, PromptTemplate};
 use serde::{Deserialize, Serialize};
 
 /// Limits enforced at the edge.
@@ -37,7 +37,8 @@ impl Default for Limits {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BaseSpec {
-    pub model: ModelRef,
+    /// A local model, or an inference engine's URL (`ivg_runtime::BaseRef`).
+    pub model: BaseRef,
     /// How a `/v1/completions` prompt is put to the base model (chat requests
     /// use the model's chat template instead).
     #[serde(default)]
@@ -137,7 +138,7 @@ impl ServerConfig {
         Self {
             server: Limits::default(),
             base: BaseSpec {
-                model: smollm2,
+                model: BaseRef::Local(smollm2),
                 template: PromptTemplate::default(),
             },
             presets: vec![PresetSpec {

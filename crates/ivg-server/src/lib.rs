@@ -147,10 +147,14 @@ pub async fn serve(config: ServerConfig, options: ServeOptions) -> Result<(), Se
 /// thread; returns its handle.
 fn load(app: &App) -> Result<std::thread::JoinHandle<()>, ServeError> {
     let config = &app.config;
+    let fallback = config
+        .presets
+        .iter()
+        .find_map(|p| p.guides.as_ref().and_then(|g| g.first_model()));
     let base = config
         .base
         .model
-        .load()
+        .load(fallback)
         .map_err(|e| ServeError::Load(format!("base model: {e}")))?;
     let mut guides = Vec::new();
     let mut presets = Vec::new();
@@ -176,10 +180,13 @@ fn load(app: &App) -> Result<std::thread::JoinHandle<()>, ServeError> {
     let ready = Ready {
         tokenizer: base.tokenizer.clone(),
         base_template: config.base.template.clone(),
-        context: base.model.context_length(),
+        context: base.context_length(),
         presets,
         jobs: Mutex::new(tx),
     };
+    if let Some(remote) = base.remote() {
+        app.metrics.watch_remote(remote.clone());
+    }
     let models = worker::Models { base, guides };
     let max = config.server.max_concurrent;
     let metrics = app.metrics.clone();

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ivg_decode::{Engine, Event, GuideSetId, GuideSource, GuidedOutput, Request, RequestId};
-use ivg_runtime::{GuideSet, LoadedModel};
+use ivg_runtime::{GuideSet, LoadedBase};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::metrics::Metrics;
@@ -39,7 +39,7 @@ struct Running {
 
 /// The engine's models and guide sets, owned by the thread.
 pub struct Models {
-    pub base: LoadedModel,
+    pub base: LoadedBase,
     /// The guide set of each preset, if it has one.
     pub guides: Vec<Option<Arc<GuideSet>>>,
 }
@@ -49,8 +49,8 @@ pub fn run(models: Models, jobs: Receiver<Job>, max_concurrent: usize, metrics: 
     let stop_ids = models.base.stop_ids();
     let mut worker = Worker {
         models: &models,
-        engine: Engine::new(
-            &models.base.model,
+        engine: Engine::with_base(
+            models.base.model(),
             Some(&models.base.tokenizer),
             stop_ids.clone(),
         ),
@@ -199,6 +199,16 @@ impl<'m> Worker<'m> {
                     });
                 }
             }
+            Event::Failed { id, error } => {
+                self.metrics.remote_failure();
+                if let Some(r) = self.running.remove(&id) {
+                    let _ = r.reply.send(JobEvent::Failed {
+                        choice: r.choice,
+                        message: error,
+                    });
+                }
+            }
+            Event::TopK { rows, .. } => self.metrics.topk(&rows),
             Event::Chunk { .. } => {}
         }
     }
@@ -216,8 +226,8 @@ impl<'m> Worker<'m> {
                 message: format!("the engine failed: {message}"),
             });
         }
-        self.engine = Engine::new(
-            &self.models.base.model,
+        self.engine = Engine::with_base(
+            self.models.base.model(),
             Some(&self.models.base.tokenizer),
             self.stop_ids.clone(),
         );

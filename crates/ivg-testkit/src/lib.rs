@@ -4,6 +4,8 @@
 //! word-level tokenizer whose token `tN` is id `N`, so tests can write prompts
 //! as text. Panics are fine here: this crate only serves tests.
 
+pub mod llama;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 

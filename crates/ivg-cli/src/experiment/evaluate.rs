@@ -171,7 +171,11 @@ impl Evaluator<'_> {
         let args = self.guide_args()?;
         let base_tokenizer = lm.tokenizer.clone();
         let mut values = crate::guided::build_values(&args, &run.config, &base_tokenizer)?;
-        let mut models = crate::guided::guides(lm, &mut values);
+        let mut models = crate::guided::guides(
+            ivg_decode::BaseModel::Local(&lm.model),
+            &lm.tokenizer,
+            &mut values,
+        );
         let stop_ids = lm.stop_ids();
         let mut file = std::fs::OpenOptions::new()
             .create(true)

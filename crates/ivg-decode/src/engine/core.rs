@@ -12,10 +12,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use candle_core::Tensor;
-use ivg_models::{CausalLm, DecodeState, LogitsSpan};
+use ivg_models::CausalLm;
 use ivg_tokenize::{check_same_vocab, Tokenizer};
 use ivg_value::{Feed, ValueFunction};
 
+use crate::engine::base::{BaseModel, BaseRows, TopKCoverage};
 use crate::engine::search::Search;
 use crate::engine::slots::{missing, RequestId, Slot, SlotValue};
 use crate::engine::{ChunkTrace, GuidedOutput};
@@ -23,6 +24,8 @@ use crate::generate::DecodeError;
 use crate::guidance::{ChunkRanking, GuidanceConfig, TokenPolicy};
 use crate::guide_source::{GuideSource, ValueRole};
 use crate::sampling::row_seed;
+
+mod remote;
 
 /// A registered guide set, named in [`Request::guides`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -72,6 +75,17 @@ pub enum Event {
     /// Tokens that became final, following those reported before: the tokens
     /// common to every remaining candidate (all of them when one row decodes).
     Tokens { id: RequestId, tokens: Vec<u32> },
+    /// A remote base's top-k at one step of a token-level guided request:
+    /// per unfinished row, the base mass the candidates cover and the bound
+    /// on the total-variation error of sampling among them.
+    TopK {
+        id: RequestId,
+        step: usize,
+        rows: Vec<TopKCoverage>,
+    },
+    /// The request failed (a remote base's call failed); the tokens reported
+    /// final before stay valid, and the other requests go on.
+    Failed { id: RequestId, error: String },
     /// A chunk boundary's candidates (only with [`Engine::with_traces`]).
     Chunk { id: RequestId, trace: ChunkTrace },
     /// The request ended; its `Tokens` events add up to `output.tokens`.
@@ -91,16 +105,15 @@ struct Live {
 
 /// A step-wise decoder over one base model. See the module documentation.
 pub struct Engine<'a> {
-    base: &'a CausalLm,
+    base: BaseRows<'a>,
+    /// The base's vocabulary size.
+    base_vocab: usize,
     tokenizer: Option<&'a Tokenizer>,
     stop_ids: Vec<u32>,
     sets: Vec<GuideSet>,
     slots: Vec<Slot<'a>>,
     live: Vec<Live>,
     pending: Vec<(RequestId, Request)>,
-    state: DecodeState,
-    /// `(rows, vocab)` base logits for each row's next token.
-    logits: Option<Tensor>,
     next_id: RequestId,
     traces: bool,
 }
@@ -145,16 +158,24 @@ impl<'a> Engine<'a> {
     /// An engine over `base`; `stop_ids` end a row (emitted, then it stops).
     /// Stop strings need `tokenizer`.
     pub fn new(base: &'a CausalLm, tokenizer: Option<&'a Tokenizer>, stop_ids: Vec<u32>) -> Self {
+        Self::with_base(BaseModel::Local(base), tokenizer, stop_ids)
+    }
+
+    /// An engine over `base`, in process or remote (see `engine::base`).
+    pub fn with_base(
+        base: BaseModel<'a>,
+        tokenizer: Option<&'a Tokenizer>,
+        stop_ids: Vec<u32>,
+    ) -> Self {
         Self {
-            base,
+            base_vocab: base.vocab_size(),
+            base: BaseRows::new(base),
             tokenizer,
             stop_ids,
             sets: Vec::new(),
             slots: Vec::new(),
             live: Vec::new(),
             pending: Vec::new(),
-            state: base.new_state(),
-            logits: None,
             next_id: 0,
             traces: false,
         }
@@ -265,6 +286,11 @@ impl<'a> Engine<'a> {
         self.live.iter().map(|l| l.search.rows.len()).sum()
     }
 
+    /// The base model as errors name it.
+    pub fn base_name(&self) -> &str {
+        self.base.name()
+    }
+
     pub fn is_idle(&self) -> bool {
         self.requests() == 0
     }
@@ -274,11 +300,12 @@ impl<'a> Engine<'a> {
     pub fn step(&mut self) -> Result<Vec<Event>, DecodeError> {
         self.start_pending()?;
         let mut events = Vec::new();
+        self.fetch_remote(&mut events)?;
         if self.live.is_empty() {
             return Ok(events);
         }
-        let tokens = self.sample()?;
-        self.observe(&tokens)?;
+        let (tokens, ended) = self.sample(&mut events)?;
+        self.observe(&tokens, &ended)?;
         let counts = self.row_counts();
         let orders = self.boundaries(&mut events)?;
         for l in &mut self.live {
@@ -302,6 +329,14 @@ impl<'a> Engine<'a> {
     /// every row from, before temperature: `l_base (+ beta * offsets)`.
     pub fn policy_logits(&mut self) -> Result<Tensor, DecodeError> {
         self.start_pending()?;
+        let mut failures = Vec::new();
+        self.fetch_remote(&mut failures)?;
+        if let Some(Event::Failed { error, .. }) = failures.into_iter().next() {
+            return Err(DecodeError::Remote {
+                engine: self.base.name().to_string(),
+                problem: error,
+            });
+        }
         let parts = (0..self.live.len())
             .map(|i| self.request_logits(i))
             .collect::<Result<Vec<_>, _>>()?;
@@ -344,6 +379,17 @@ impl<'a> Engine<'a> {
         if let (Some(b), Some(g)) = (self.tokenizer, guide.tokenizer()) {
             check_same_vocab(self.base.name(), b, guide.name(), g)?;
         }
+        if self.base.is_remote() && self.tokenizer.is_none() {
+            return Err(DecodeError::Config {
+                field: "guides",
+                problem: format!(
+                    "token-level guidance of the remote base `{}` needs its tokenizer, to check \
+                     that the guide `{}` shares its vocabulary",
+                    self.base.name(),
+                    guide.name()
+                ),
+            });
+        }
         Ok(())
     }
 
@@ -354,25 +400,12 @@ impl<'a> Engine<'a> {
         }
         let pending = std::mem::take(&mut self.pending);
         let prompts: Vec<Vec<u32>> = pending.iter().map(|(_, r)| r.prompt_ids.clone()).collect();
-        let mut state = self.base.new_state();
-        let logits = self.base.prefill(&prompts, &mut state, LogitsSpan::Last)?;
         let order: Vec<usize> = pending
             .iter()
             .enumerate()
             .flat_map(|(i, (_, r))| std::iter::repeat_n(i, r.config.rows_per_prompt()))
             .collect();
-        state.reorder(&order)?;
-        let logits = select_rows(&logits, &order)?;
-        match self.logits.take() {
-            Some(old) => {
-                self.state.append_rows(state)?;
-                self.logits = Some(Tensor::cat(&[&old, &logits], 0)?);
-            }
-            None => {
-                self.state = state;
-                self.logits = Some(logits);
-            }
-        }
+        self.base.add(&prompts, &order)?;
         let mut joining: HashMap<usize, Vec<(RequestId, usize, &str)>> = HashMap::new();
         for (id, r) in &pending {
             let n = r.config.rows_per_prompt();
@@ -410,18 +443,42 @@ impl<'a> Engine<'a> {
 
     /// The policy logits of live request `i`'s rows, `(rows_i, vocab)`.
     fn request_logits(&self, i: usize) -> Result<Tensor, DecodeError> {
+        let n = self.live[i].search.rows.len();
+        let Some(base) = self.base.local_logits(self.offset(i), n)? else {
+            let rows = self.remote_policy(i)?;
+            let vocab = self.base_vocab();
+            let flat: Vec<f32> = rows
+                .into_iter()
+                .flat_map(|r| r.map_or_else(|| vec![0.0; vocab], |(dense, _)| dense))
+                .collect();
+            return Ok(Tensor::from_vec(
+                flat,
+                (n, vocab),
+                &candle_core::Device::Cpu,
+            )?);
+        };
+        match self.guide_offsets(i)? {
+            None => Ok(base),
+            Some(offsets) if offsets.dims() == base.dims() => Ok((base + offsets)?),
+            Some(offsets) => Err(DecodeError::Vocabulary(format!(
+                "the guide gives logits of shape {:?}, the base model `{}` {:?}",
+                offsets.dims(),
+                self.base.name(),
+                base.dims()
+            ))),
+        }
+    }
+
+    /// `beta` times the token-level guide's offsets for live request `i`'s
+    /// rows, `(rows_i, vocab)`; `None` without token-level guidance.
+    fn guide_offsets(&self, i: usize) -> Result<Option<Tensor>, DecodeError> {
         let live = &self.live[i];
         let n = live.search.rows.len();
-        let logits = self.logits.as_ref().ok_or_else(|| DecodeError::Config {
-            field: "engine",
-            problem: "no logits for live rows".into(),
-        })?;
-        let base = logits.narrow(0, self.offset(i), n)?;
         let Some((role, beta)) = token_role(&live.search.config) else {
-            return Ok(base);
+            return Ok(None);
         };
         if beta == 0.0 {
-            return Ok(base);
+            return Ok(None);
         }
         let set = live.guides.unwrap_or(usize::MAX);
         let slot = self
@@ -438,38 +495,54 @@ impl<'a> Engine<'a> {
                 guide.name()
             ),
         })?;
-        let offsets = offsets.narrow(0, start, n)?;
-        if offsets.dims() != base.dims() {
-            return Err(DecodeError::Vocabulary(format!(
-                "guide `{}` gives logits of shape {:?}, the base model {:?}",
-                guide.name(),
-                offsets.dims(),
-                base.dims()
-            )));
-        }
-        Ok((base + (offsets * beta)?)?)
+        Ok(Some((offsets.narrow(0, start, n)? * beta)?))
     }
 
     /// Samples one token per row (a finished row repeats its last token,
-    /// ignored downstream); returns the tokens in batch order.
-    fn sample(&mut self) -> Result<Vec<u32>, DecodeError> {
+    /// ignored downstream); returns the tokens in batch order, and which rows
+    /// a remote base ended with them.
+    fn sample(&mut self, events: &mut Vec<Event>) -> Result<(Vec<u32>, Vec<bool>), DecodeError> {
         let mut tokens = Vec::with_capacity(self.rows());
+        let mut ended = vec![false; self.rows()];
         for i in 0..self.live.len() {
-            let host = self.request_logits(i)?.to_vec2::<f32>()?;
+            let offset = self.offset(i);
+            let remote = self.base.is_remote();
+            if remote && token_role(&self.live[i].search.config).is_none() {
+                self.take_chunk_tokens(i, offset, &mut tokens, &mut ended)?;
+                continue;
+            }
+            let host: Vec<Option<Vec<f32>>> = if remote {
+                let rows = self.remote_policy(i)?;
+                let coverage = rows
+                    .iter()
+                    .filter_map(|r| r.as_ref().map(|r| r.1))
+                    .collect();
+                let step = self.live[i].search.steps;
+                let id = self.live[i].id;
+                events.push(Event::TopK {
+                    id,
+                    step,
+                    rows: coverage,
+                });
+                rows.into_iter().map(|r| r.map(|r| r.0)).collect()
+            } else {
+                let host = self.request_logits(i)?.to_vec2::<f32>()?;
+                host.into_iter().map(Some).collect()
+            };
             for (row, logits) in self.live[i].search.rows.iter_mut().zip(&host) {
-                let t = if row.finished {
-                    row.tokens.last().copied().unwrap_or(0)
-                } else {
-                    row.sampler.sample(logits)?
+                let t = match (row.finished, logits) {
+                    (false, Some(logits)) => row.sampler.sample(logits)?,
+                    _ => row.tokens.last().copied().unwrap_or(0),
                 };
                 tokens.push(t);
             }
         }
-        Ok(tokens)
+        Ok((tokens, ended))
     }
 
-    /// Feeds the step's tokens to every value function and to the rows.
-    fn observe(&mut self, tokens: &[u32]) -> Result<(), DecodeError> {
+    /// Feeds the step's tokens to every value function and to the rows;
+    /// `ended` marks rows a remote base ended.
+    fn observe(&mut self, tokens: &[u32], ended: &[bool]) -> Result<(), DecodeError> {
         let mut at: HashMap<RequestId, (usize, usize)> = HashMap::new();
         let mut offset = 0;
         for l in &self.live {
@@ -502,7 +575,8 @@ impl<'a> Engine<'a> {
                 if !row.finished {
                     let t = tokens[o + r];
                     row.tokens.push(t);
-                    row.finished = self.stop_ids.contains(&t)
+                    row.finished = ended[o + r]
+                        || self.stop_ids.contains(&t)
                         || ends_with_stop_string(&row.tokens, config, self.tokenizer)?;
                 }
             }
@@ -602,20 +676,15 @@ impl<'a> Engine<'a> {
         self.live
             .retain(|l| orders.get(&l.id).is_none_or(|o| !o.is_empty()));
         if order.is_empty() {
-            self.state = self.base.new_state();
-            self.logits = None;
+            self.base.clear();
             return Ok(());
         }
         if !identity {
-            self.state.reorder(&order)?;
-            self.state.trim_padding()?;
-            if let Some(l) = &self.logits {
-                self.logits = Some(select_rows(l, &order)?);
-            }
+            self.base.reorder(&order)?;
         }
         if let Some(tokens) = tokens {
             let next: Vec<u32> = order.iter().map(|&r| tokens[r]).collect();
-            self.logits = Some(self.base.step(&next, &mut self.state)?);
+            self.base.advance(&next)?;
         }
         Ok(())
     }

@@ -16,15 +16,16 @@
 //!
 //! Randomness: see `search`; a request's output depends only on its own seed.
 
+mod base;
 mod core;
 mod search;
 mod slots;
 
+pub use self::base::{BaseModel, ChunkJob, RemoteBase, SampledChunk, TopKCoverage, TopKReply};
 pub use self::core::{value_feeds, Engine, Event, GuideSetId, Request};
 pub use self::slots::RequestId;
 
 use candle_core::Tensor;
-use ivg_models::CausalLm;
 use ivg_tokenize::Tokenizer;
 use ivg_value::ValueFunction;
 
@@ -61,7 +62,7 @@ pub struct ChunkTrace {
 
 /// The models of a run: the base, and the value functions the config uses.
 pub struct Guides<'a> {
-    pub base: &'a CausalLm,
+    pub base: BaseModel<'a>,
     pub base_tokenizer: Option<&'a Tokenizer>,
     pub implicit: Option<&'a mut dyn ValueFunction>,
     pub explicit: Option<&'a mut dyn ValueFunction>,
@@ -101,23 +102,67 @@ pub fn guided_generate_seeded(
     stop_ids: &[u32],
     on_chunk: &mut dyn FnMut(&ChunkTrace),
 ) -> Result<Vec<GuidedOutput>, DecodeError> {
-    check_lengths(texts, base_prompts, prompt_seeds)?;
-    let mut engine =
-        Engine::new(guides.base, guides.base_tokenizer, stop_ids.to_vec()).with_traces();
+    let run = Batch {
+        texts,
+        base_prompts,
+        prompt_seeds,
+        config,
+        stop_ids,
+    };
+    guided_generate_events(guides, &run, &mut |event| {
+        if let Event::Chunk { trace, .. } = event {
+            on_chunk(trace)
+        }
+    })
+}
+
+/// A fixed batch of prompts for [`guided_generate_events`].
+pub struct Batch<'r> {
+    /// The prompts as given to the value functions.
+    pub texts: &'r [String],
+    /// The base model's prompt ids.
+    pub base_prompts: &'r [Vec<u32>],
+    /// The seed of each prompt.
+    pub prompt_seeds: &'r [u64],
+    pub config: &'r GuidanceConfig,
+    pub stop_ids: &'r [u32],
+}
+
+/// Runs a fixed batch and shows `on_event` every event (chunk traces, a
+/// remote base's top-k coverage); request ids are the prompt indices. The
+/// first failed request fails the run.
+pub fn guided_generate_events(
+    guides: &mut Guides<'_>,
+    run: &Batch<'_>,
+    on_event: &mut dyn FnMut(&Event),
+) -> Result<Vec<GuidedOutput>, DecodeError> {
+    check_lengths(run.texts, run.base_prompts, run.prompt_seeds)?;
+    let mut engine = Engine::with_base(
+        guides.base.clone(),
+        guides.base_tokenizer,
+        run.stop_ids.to_vec(),
+    )
+    .with_traces();
     let set = lend(&mut engine, guides);
-    for (p, (text, ids)) in texts.iter().zip(base_prompts).enumerate() {
-        let mut request = Request::new(text.clone(), ids.clone(), config.clone(), p, Some(set));
-        request.seed = prompt_seeds[p];
+    for (p, (text, ids)) in run.texts.iter().zip(run.base_prompts).enumerate() {
+        let mut request = Request::new(text.clone(), ids.clone(), run.config.clone(), p, Some(set));
+        request.seed = run.prompt_seeds[p];
         engine.admit(request)?;
     }
-    let mut outputs: Vec<Option<GuidedOutput>> = vec![None; texts.len()];
+    let mut outputs: Vec<Option<GuidedOutput>> = vec![None; run.texts.len()];
     while !engine.is_idle() {
         for event in engine.step()? {
+            on_event(&event);
             match event {
-                Event::Chunk { trace, .. } => on_chunk(&trace),
                 // Ids are given in admission order from 0: the prompt index.
                 Event::Finished { id, output } => outputs[id as usize] = Some(output),
-                Event::Tokens { .. } => {}
+                Event::Failed { id, error } => {
+                    return Err(DecodeError::Remote {
+                        engine: engine.base_name().to_string(),
+                        problem: format!("prompt {id}: {error}"),
+                    })
+                }
+                Event::Tokens { .. } | Event::TopK { .. } | Event::Chunk { .. } => {}
             }
         }
     }
@@ -181,7 +226,7 @@ pub fn first_token_logits(
         ..config.clone()
     };
     check_lengths(texts, base_prompts, &vec![0; texts.len()])?;
-    let mut engine = Engine::new(guides.base, guides.base_tokenizer, Vec::new());
+    let mut engine = Engine::with_base(guides.base.clone(), guides.base_tokenizer, Vec::new());
     let set = lend(&mut engine, guides);
     for (p, (text, ids)) in texts.iter().zip(base_prompts).enumerate() {
         engine.admit(Request::new(

@@ -82,6 +82,13 @@ impl Search {
         })
     }
 
+    /// The seed of the calls a remote base samples this step's chunks with:
+    /// derived from the request's seed and the step, so no other request
+    /// or chunk shares it.
+    pub fn call_seed(&self) -> u64 {
+        row_seed(self.seed, usize::MAX - self.steps)
+    }
+
     /// Whether the step just taken ends a chunk (or the request).
     pub fn at_boundary(&self) -> bool {
         self.is_last()
